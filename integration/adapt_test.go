@@ -1,0 +1,156 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden adapt fixtures")
+
+func adapt(t *testing.T, name string, src []byte) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": name})
+	return out, err
+}
+
+// TestExamples adapts every file in caddyfile_examples/, compares the JSON
+// with its golden fixture, and validates it (every module provisioned, every
+// expression compiled), as `caddy adapt` and `caddy validate` would.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("../caddyfile_examples/*.Caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".Caddyfile")
+		t.Run(name, func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := adapt(t, f, src)
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden := filepath.Join("testdata", "examples", name+".json")
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("golden fixture missing (run go test ./integration -run TestExamples -update): %v", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapted JSON differs from %s (run with -update if the change is intended):\n%s", golden, pretty.String())
+			}
+			var cfg caddy.Config
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := caddy.Validate(&cfg); err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoadErrors: configs that would misbehave fail at adapt or validate,
+// with a message that names the webhook, what is wrong and the line.
+func TestLoadErrors(t *testing.T) {
+	hook := func(body string) string {
+		return "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://example.com/x\n" + body + "\n\t\t}\n\t}\n}\n"
+	}
+	tests := []struct {
+		name, src string
+		want      []string
+	}{
+		{"expression typo", hook("\t\t\tparam x call.calller"), []string{"webhook w: param x", "has no field calller", "Caddyfile:9"}},
+		{"type error", hook("\t\t\tparam x \"call.duration + 'a'\""), []string{"param x", "mismatched types", "Caddyfile:9"}},
+		{"unquoted expression", hook("\t\t\tparam x call.duration > 0"), []string{"quote it", "Caddyfile:9"}},
+		{"when not bool", hook("\t\t\twhen call.duration"), []string{"webhook w: when", "bool", "Caddyfile:9"}},
+		{"bad method", hook("\t\t\tmethod PATCH"), []string{"unsupported method \"PATCH\"", "Caddyfile:9"}},
+		{"bad format", hook("\t\t\tformat yaml"), []string{"unknown format \"yaml\"", "Caddyfile:9"}},
+		{"bad event", hook("\t\t\ton hangup"), []string{"unknown event \"hangup\"", "Caddyfile:9"}},
+		{"bad date format", hook("\t\t\tdate_format YYYY-MM-DD"), []string{"formats no date or time component", "Caddyfile:9"}},
+		{"bad timezone", hook("\t\t\ttimezone Mars/Olympus"), []string{"unknown timezone", "Caddyfile:9"}},
+		{"bad xml name", hook("\t\t\tformat xml\n\t\t\tparam \"agent id\" call.agent_id"), []string{"webhook w", "agent id", "Caddyfile:6"}},
+		{"json leaf and prefix", hook("\t\t\tparam agent call.agent_id\n\t\t\tparam agent.id call.agent_id"), []string{"webhook w", "agent", "Caddyfile:6"}},
+		{"unknown url param", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://example.com/{param.nope}\n\t\t}\n\t}\n}\n", []string{"webhook w", "{param.nope}", "Caddyfile:6"}},
+		{"bad url scheme", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl ftp://example.com/x\n\t\t}\n\t}\n}\n", []string{"webhook w", "http or https", "Caddyfile:6"}},
+		{"forbidden header", hook("\t\t\theader Host evil.example.com"), []string{"webhook w", "header Host cannot be set", "Caddyfile:6"}},
+		{"webhook header", hook("\t\t\theader webhook-id x"), []string{"webhook-id", "Caddyfile:6"}},
+		{"get with json", hook("\t\t\tmethod GET"), []string{"method GET sends no body", "Caddyfile:6"}},
+		{"backoff order", hook("\t\t\tbackoff 1h 1s"), []string{"shorter than the first", "Caddyfile:9"}},
+		{"no events", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\turl https://example.com/x\n\t\t}\n\t}\n}\n", []string{"webhook w", "no events", "Caddyfile:6"}},
+		{"duplicate names", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://a.example/x\n\t\t}\n\t\twebhook w {\n\t\t\ton before_call\n\t\t\turl https://a.example/x\n\t\t}\n\t}\n}\n", []string{"webhook name w is used twice"}},
+		{"too many webhooks", tooMany(41), []string{"event after_call has 41 webhooks", "at most 40", "target default"}},
+		{"unknown subdirective", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhok w\n\t}\n}\n", []string{"unknown callhook subdirective \"webhok\"", "Caddyfile:6"}},
+		{"bad field", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tfield phone data.x\n\t}\n}\n", []string{"field phone: not a canonical call field", "Caddyfile:6"}},
+		{"bad input", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tinput asterisk\n\t}\n}\n", []string{"unknown input preset \"asterisk\"", "Caddyfile:6"}},
+		{"bad allow", "{\n\tcallhook {\n\t\tallow_destinations 10.0.0.0/33\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"allow_destinations", "10.0.0.0/33", "Caddyfile:3"}},
+		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := adapt(t, "Caddyfile", []byte(tt.src))
+			if err == nil {
+				t.Fatalf("adapted without error:\n%s", tt.src)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func tooMany(n int) string {
+	var b strings.Builder
+	b.WriteString("{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n")
+	for i := 0; i < n; i++ {
+		b.WriteString("\t\twebhook w" + strings.Repeat("x", i) + " {\n\t\t\ton after_call\n\t\t\turl https://example.com/x\n\t\t}\n")
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// TestJSONLoadErrors: the same checks hold for Caddy JSON, at provision time.
+func TestJSONLoadErrors(t *testing.T) {
+	tests := []struct {
+		name, handler, want string
+	}{
+		{"typo", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","params":[{"name":"p","expr":"call.calller"}]}]}`, "webhook w: param p"},
+		{"format", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","format":"yaml"}]}`, "unknown format"},
+		{"token env empty", `{"handler":"callhook","token":"{env.CALLHOOK_SURELY_UNSET}"}`, "empty after expanding"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[` + tt.handler + `]}]}}}}}`
+			var c caddy.Config
+			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+				t.Fatal(err)
+			}
+			err := caddy.Validate(&c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("validate error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+

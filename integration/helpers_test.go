@@ -1,0 +1,116 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+const caddyBase = "http://localhost:9080"
+
+// startCaddy loads a Caddyfile into the in-process Caddy. globals go inside
+// the callhook global option after the queue; site is the body of the
+// http://localhost:9080 site. Each call uses its own queue directory.
+func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile(t.TempDir(), callhookGlobals, site), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tester
+}
+
+func caddyfile(queueDir, callhookGlobals, site string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	skip_install_trust
+	callhook {
+		queue embedded {
+			path %s
+		}
+		drain_timeout 2s
+		%s
+	}
+}
+
+http://localhost:9080 {
+	%s
+}
+`, queueDir, callhookGlobals, site)
+}
+
+// answer is callhook's 200/202 body, or an error body.
+type answer struct {
+	Event      string `json:"event"`
+	Target     string `json:"target"`
+	Deliveries []struct {
+		ID      string `json:"id"`
+		Webhook string `json:"webhook"`
+	} `json:"deliveries"`
+	Error string `json:"error"`
+}
+
+func (a answer) id(webhook string) string {
+	for _, d := range a.Deliveries {
+		if d.Webhook == webhook {
+			return d.ID
+		}
+	}
+	return ""
+}
+
+// send posts an event and decodes callhook's answer.
+func send(t *testing.T, method, path, contentType, body string, header ...string) (int, answer, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, caddyBase+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var a answer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("%s %s: answer %d is not JSON: %q", method, path, res.StatusCode, raw)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("answer Content-Type = %q, want application/json", ct)
+	}
+	return res.StatusCode, a, res.Header
+}
+
+func postJSON(t *testing.T, path, body string, header ...string) (int, answer) {
+	t.Helper()
+	status, a, _ := send(t, "POST", path, "application/json", body, header...)
+	return status, a
+}
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func decodeAnswer(t *testing.T, res *http.Response) answer {
+	t.Helper()
+	defer res.Body.Close()
+	var a answer
+	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
+		t.Fatalf("answer is not JSON: %v", err)
+	}
+	return a
+}

@@ -1,0 +1,213 @@
+// Package callhook is the Caddy glue of callhook: the `callhook` app (the
+// durable queue and its delivery workers), the `http.handlers.callhook`
+// handler (call events in), the embedded queue module and the Caddyfile.
+// The engine itself lives in the sub-packages, which know nothing of Caddy.
+package callhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/callhook/caddy-callhook/module/delivery"
+	"github.com/callhook/caddy-callhook/module/queue"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Version is sent in the User-Agent of every webhook.
+const Version = "0.1.0"
+
+// App is the `callhook` app. It owns the durable queue and the delivery
+// workers that all callhook handlers share. Queued work survives config
+// reloads: the queue and workers live in a usage pool keyed by the queue's
+// identity, so a reload that keeps the queue keeps them running.
+type App struct {
+	// Queue is the queue backend, a module in the `callhook.queues`
+	// namespace. Default: `embedded` (bbolt, under Caddy's data directory).
+	QueueRaw json.RawMessage `json:"queue,omitempty" caddy:"namespace=callhook.queues inline_key=backend"`
+
+	// Workers is how many deliveries are attempted at once. Default: 64.
+	Workers int `json:"workers,omitempty"`
+
+	// PerDestination caps concurrent attempts to one receiver
+	// (scheme://host:port), so one slow receiver cannot take every worker.
+	// Default: a quarter of Workers.
+	PerDestination int `json:"per_destination,omitempty"`
+
+	// AllowDestinations lists CIDR ranges (or single IPs) of private,
+	// loopback or link-local addresses that webhooks may call. Everything
+	// else of that kind is refused at dial time by the SSRF guard.
+	AllowDestinations []string `json:"allow_destinations,omitempty"`
+
+	// DrainTimeout bounds how long stopping waits for in-flight attempts.
+	// Unfinished attempts are retried later. Default: 10s.
+	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
+
+	// Retention is how long delivered deliveries are kept for inspection.
+	// Dead ones are kept until retried. Default: 7 days.
+	Retention caddy.Duration `json:"retention,omitempty"`
+
+	backend QueueBackend
+	guard   *delivery.Guard
+	logger  *zap.Logger
+	engine  atomic.Value // *engine, set by Start; handlers may run before it
+}
+
+// QueueBackend is implemented by `callhook.queues.*` modules.
+type QueueBackend interface {
+	// Key identifies the queue: two configs with the same key share one
+	// open queue and its workers across a reload.
+	Key() string
+	// Open opens the queue. It is called in the app's Start, never in
+	// Provision (caddy validate runs Provision).
+	Open(logger *zap.Logger) (queue.Queue, error)
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "callhook",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets up the app. It opens nothing and starts nothing.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.QueueRaw == nil {
+		a.QueueRaw = json.RawMessage(`{"backend":"embedded"}`)
+	}
+	mod, err := ctx.LoadModule(a, "QueueRaw")
+	if err != nil {
+		return fmt.Errorf("loading queue backend: %v", err)
+	}
+	backend, ok := mod.(QueueBackend)
+	if !ok {
+		return fmt.Errorf("module %T is not a callhook queue backend", mod)
+	}
+	a.backend = backend
+	prefixes, err := ParseDestinations(a.AllowDestinations)
+	if err != nil {
+		return err
+	}
+	a.guard = delivery.NewGuard(prefixes)
+	return nil
+}
+
+// ParseDestinations parses allow_destinations: CIDR ranges or single IPs.
+func ParseDestinations(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("allow_destinations: %q is not a CIDR range such as 10.0.0.0/8: %v", s, err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("allow_destinations: %q is neither an IP address nor a CIDR range", s)
+		}
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
+}
+
+// Validate checks the settings.
+func (a *App) Validate() error {
+	if a.Workers < 0 || a.PerDestination < 0 {
+		return fmt.Errorf("workers and per_destination must not be negative")
+	}
+	if a.PerDestination > 0 && a.Workers > 0 && a.PerDestination > a.Workers {
+		return fmt.Errorf("per_destination (%d) is more than workers (%d)", a.PerDestination, a.Workers)
+	}
+	return nil
+}
+
+// engines holds the open queues and their workers across config reloads.
+var engines = caddy.NewUsagePool()
+
+// Start opens the queue (or joins the one a previous config left open) and
+// starts the workers.
+func (a *App) Start() error {
+	key := a.backend.Key()
+	val, loaded, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return newEngine(a.backend, a.settings(), a.logger)
+	})
+	if err != nil {
+		return err
+	}
+	e := val.(*engine)
+	if loaded {
+		e.configure(a.settings())
+	}
+	a.engine.Store(e)
+	a.logger.Info("callhook started", zap.String("queue", key), zap.Bool("reused", loaded))
+	return nil
+}
+
+// Stop releases this config's hold on the queue. The last config to let go
+// drains in-flight attempts (bounded by drain_timeout) and closes it.
+func (a *App) Stop() error {
+	if a.loadEngine() == nil {
+		return nil
+	}
+	_, err := engines.Delete(a.backend.Key())
+	return err
+}
+
+func (a *App) settings() settings {
+	s := settings{
+		workers:        a.Workers,
+		perDestination: a.PerDestination,
+		guard:          a.guard,
+		drain:          time.Duration(a.DrainTimeout),
+		retention:      time.Duration(a.Retention),
+	}
+	if s.workers == 0 {
+		s.workers = 64
+	}
+	if s.perDestination == 0 {
+		s.perDestination = max(1, s.workers/4)
+	}
+	if s.drain == 0 {
+		s.drain = 10 * time.Second
+	}
+	if s.retention == 0 {
+		s.retention = 7 * 24 * time.Hour
+	}
+	return s
+}
+
+// enqueue stores an event's deliveries and wakes the workers.
+func (a *App) enqueue(ctx context.Context, dedupKey string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
+	e := a.loadEngine()
+	if e == nil {
+		return nil, false, errNotStarted
+	}
+	return e.enqueue(ctx, dedupKey, ds)
+}
+
+func (a *App) loadEngine() *engine {
+	e, _ := a.engine.Load().(*engine)
+	return e
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.Validator   = (*App)(nil)
+)

@@ -1,0 +1,444 @@
+package callhook
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/callhook/caddy-callhook/module/intake"
+	"github.com/callhook/caddy-callhook/module/mapping"
+	"github.com/callhook/caddy-callhook/module/render"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("callhook", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("callhook", parseHandlerDirective)
+	// The plugin orders itself, so users need no `order` line. Before
+	// respond, so `callhook { passthrough }` can hand over to a respond.
+	httpcaddyfile.RegisterDirectiveOrder("callhook", httpcaddyfile.Before, "respond")
+}
+
+// parseGlobalOption sets up the callhook app from the global option. Syntax:
+//
+//	callhook {
+//		queue <backend> [<args...>] { ... }   # default: embedded
+//		workers <n>
+//		per_destination <n>
+//		allow_destinations <cidr|ip>...
+//		drain_timeout <duration>
+//		retention <duration>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "queue":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			name := d.Val()
+			modID := "callhook.queues." + name
+			d.Prev()
+			unm, err := caddyfile.UnmarshalModule(d, modID)
+			if err != nil {
+				return nil, err
+			}
+			app.QueueRaw = caddyconfig.JSONModuleObject(unm, "backend", name, nil)
+		case "workers":
+			n, err := intArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Workers = n
+		case "per_destination":
+			n, err := intArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.PerDestination = n
+		case "allow_destinations":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			if _, err := ParseDestinations(args); err != nil {
+				return nil, d.Err(err.Error())
+			}
+			app.AllowDestinations = append(app.AllowDestinations, args...)
+		case "drain_timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.DrainTimeout = caddy.Duration(dur)
+		case "retention":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Retention = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout or retention", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "callhook", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Every
+// expression is compiled here too, so a typo fails `caddy adapt` with the
+// line it is on. Syntax:
+//
+//	callhook [<target>] {
+//		target      <name>
+//		event       <name|placeholder>
+//		token       <token>
+//		date_format <preset|layout>
+//		timezone    <iana zone>
+//		passthrough
+//		max_body    <size>
+//		input       <preset>
+//		field       <canonical_field> <expression>
+//		webhook <name> {
+//			on           <event>...
+//			url          <url>
+//			method       GET|POST|PUT|DELETE
+//			format       form|json|xml|jsonrpc
+//			date_format  <preset|layout>
+//			timezone     <iana zone>
+//			header       <name> <value>
+//			when         <expression>
+//			param        <name> <expression>
+//			secret       <secret>
+//			rpc_method   <method>
+//			xml_root     <element>
+//			timeout      <duration>
+//			max_attempts <n>
+//			backoff      <first> <longest>
+//			max_age      <duration>
+//		}
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		h.Target = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	type located struct {
+		file string
+		line int
+	}
+	var hookLines []located
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "target", "event", "token", "date_format", "timezone", "input":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "target":
+				h.Target = v
+			case "event":
+				if !strings.Contains(v, "{") && !intake.IsEventName(v) {
+					return d.Errf("event %q is not a canonical event name: expected one of %s, or a placeholder", v, strings.Join(intake.EventNames, ", "))
+				}
+				h.Event = v
+			case "token":
+				h.Token = v
+			case "date_format":
+				if _, err := mapping.ParseDateFormat(v); err != nil {
+					return d.Err(err.Error())
+				}
+				h.DateFormat = v
+			case "timezone":
+				if _, err := time.LoadLocation(v); err != nil {
+					return d.Errf("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", v)
+				}
+				h.Timezone = v
+			case "input":
+				if _, err := mapping.Preset(v); err != nil {
+					return d.Err(err.Error())
+				}
+				h.Input = v
+			}
+		case "passthrough":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Passthrough = true
+		case "max_body":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<40 {
+				return d.Errf("max_body %q: expected a size such as 1MiB or 512KB", v)
+			}
+			h.MaxBody = int64(n)
+		case "field":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return exprArgErr(d, "field", args)
+			}
+			if !intake.IsField(args[0]) {
+				return d.Errf("field %s: not a canonical call field; expected one of %s", args[0], strings.Join(intake.FieldNames(), ", "))
+			}
+			if _, err := mapping.CompileField(args[1]); err != nil {
+				return d.Errf("field %s: %v", args[0], err)
+			}
+			h.Fields = append(h.Fields, FieldMapping{Name: args[0], Expr: args[1]})
+		case "webhook":
+			file, line := d.File(), d.Line()
+			w, err := parseWebhook(d)
+			if err != nil {
+				return err
+			}
+			h.Webhooks = append(h.Webhooks, w)
+			hookLines = append(hookLines, located{file, line})
+		default:
+			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field or webhook", opt)
+		}
+	}
+
+	// Checks that need a whole webhook (param names in the URL, XML names,
+	// format/method pairs) or the whole target (the 40-per-event limit).
+	target := h.Target
+	if target == "" {
+		target = "default"
+	}
+	repl := adaptReplacer()
+	var hooks []*render.Webhook
+	for i, w := range h.Webhooks {
+		hook, err := render.Compile(w.config(repl, h))
+		if err != nil {
+			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
+		}
+		hooks = append(hooks, hook)
+	}
+	if err := render.CheckSet(target, hooks); err != nil {
+		return d.Err(err.Error())
+	}
+	if _, err := compileFields(h.Input, h.Fields); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+func parseWebhook(d *caddyfile.Dispenser) (Webhook, error) {
+	var w Webhook
+	if !d.AllArgs(&w.Name) {
+		return w, d.Errf("webhook needs exactly one name: webhook <name> { ... }")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := parseWebhookOption(d, &w, d.Val()); err != nil {
+			return w, err
+		}
+	}
+	return w, nil
+}
+
+func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
+	wrap := func(format string, args ...any) error {
+		return d.Errf("webhook %s: "+format, append([]any{w.Name}, args...)...)
+	}
+	one := func() (string, error) {
+		var v string
+		if !d.AllArgs(&v) {
+			return "", wrap("%s takes exactly one value", opt)
+		}
+		return v, nil
+	}
+	switch opt {
+	case "on":
+		evs := d.RemainingArgs()
+		if len(evs) == 0 {
+			return wrap("on needs one or more events: %s", strings.Join(intake.EventNames, ", "))
+		}
+		for _, ev := range evs {
+			if !intake.IsEventName(ev) {
+				return wrap("unknown event %q in `on`: expected one of %s", ev, strings.Join(intake.EventNames, ", "))
+			}
+		}
+		w.On = append(w.On, evs...)
+	case "url", "method", "format", "date_format", "timezone", "secret", "rpc_method", "xml_root":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		switch opt {
+		case "url":
+			w.URL = v
+		case "method":
+			w.Method = strings.ToUpper(v)
+			if !slices.Contains([]string{"GET", "POST", "PUT", "DELETE"}, w.Method) {
+				return wrap("unsupported method %q: expected GET, POST, PUT or DELETE", v)
+			}
+		case "format":
+			w.Format = v
+			if !slices.Contains([]string{"form", "json", "xml", "jsonrpc"}, v) {
+				return wrap("unknown format %q: expected form, json, xml or jsonrpc", v)
+			}
+		case "date_format":
+			if _, err := mapping.ParseDateFormat(v); err != nil {
+				return wrap("%v", err)
+			}
+			w.DateFormat = v
+		case "timezone":
+			if _, err := time.LoadLocation(v); err != nil {
+				return wrap("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", v)
+			}
+			w.Timezone = v
+		case "secret":
+			w.Secret = v
+		case "rpc_method":
+			w.RPCMethod = v
+		case "xml_root":
+			w.XMLRoot = v
+		}
+	case "header":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return wrap("header takes a name and one value (quote values with spaces): header Authorization \"Bearer {env.TOKEN}\"")
+		}
+		w.Headers = append(w.Headers, render.Header{Name: args[0], Value: args[1]})
+	case "when":
+		args := d.RemainingArgs()
+		if len(args) != 1 {
+			return wrap("when takes one expression; quote it when it has spaces: when \"call.duration > 0\"")
+		}
+		if _, err := mapping.Compile(args[0], mapping.Bool); err != nil {
+			return wrap("when: %v", err)
+		}
+		w.When = args[0]
+	case "param":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return exprArgErr(d, "webhook "+w.Name+": param", args)
+		}
+		if _, err := mapping.Compile(args[1], mapping.Value); err != nil {
+			return wrap("param %s: %v", args[0], err)
+		}
+		w.Params = append(w.Params, render.Param{Name: args[0], Expr: args[1]})
+	case "timeout", "max_age":
+		dur, err := durationArg(d)
+		if err != nil {
+			return err
+		}
+		if opt == "timeout" {
+			w.Timeout = caddy.Duration(dur)
+		} else {
+			w.MaxAge = caddy.Duration(dur)
+		}
+	case "max_attempts":
+		n, err := intArg(d)
+		if err != nil {
+			return err
+		}
+		w.MaxAttempts = n
+	case "backoff":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return wrap("backoff takes the first and the longest delay: backoff 1s 1h")
+		}
+		lo, err1 := caddy.ParseDuration(args[0])
+		hi, err2 := caddy.ParseDuration(args[1])
+		if err1 != nil || err2 != nil || lo <= 0 || hi <= 0 {
+			return wrap("backoff %s %s: expected two positive durations such as 1s 1h", args[0], args[1])
+		}
+		if hi < lo {
+			return wrap("backoff: the longest delay (%s) is shorter than the first (%s)", args[1], args[0])
+		}
+		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
+	default:
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff or max_age", opt)
+	}
+	return nil
+}
+
+// exprArgErr explains the usual mistake: an unquoted expression with spaces.
+func exprArgErr(d *caddyfile.Dispenser, what string, args []string) error {
+	if len(args) > 2 {
+		return d.Errf("%s %s: the expression is %d tokens; quote it: %s %s \"%s\"", what, args[0], len(args)-1, lastWord(what), args[0], strings.Join(args[1:], " "))
+	}
+	return d.Errf("%s takes a name and an expression", what)
+}
+
+func lastWord(s string) string {
+	if i := strings.LastIndexByte(s, ' '); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func intArg(d *caddyfile.Dispenser) (int, error) {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	n, err := parsePositiveInt(v)
+	if err != nil {
+		return 0, d.Errf("%s: %v", opt, err)
+	}
+	return n, nil
+}
+
+func parsePositiveInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive whole number", v)
+	}
+	return n, nil
+}
+
+func durationArg(d *caddyfile.Dispenser) (time.Duration, error) {
+	opt := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s %q: expected a positive duration such as 10s, 5m or 72h", opt, v)
+	}
+	return dur, nil
+}
+
+// adaptReplacer stands in for the load-time replacer when the Caddyfile is
+// adapted: environment variables may not be set where `caddy adapt` runs,
+// so {env.*} becomes a neutral value that keeps URLs and headers checkable.
+func adaptReplacer() *caddy.Replacer {
+	repl := caddy.NewEmptyReplacer()
+	repl.Map(func(key string) (any, bool) {
+		if strings.HasPrefix(key, "env.") {
+			return "env", true
+		}
+		return nil, false
+	})
+	return repl
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

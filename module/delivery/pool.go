@@ -1,0 +1,455 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/callhook/caddy-callhook/module/queue"
+)
+
+// Outcomes passed to Observer.Outcome.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeRetry     = "retry"
+	OutcomeDead      = "dead"
+)
+
+// ReasonExpired is the reason of a delivery that outlived its max_age before
+// it could be attempted (again).
+const ReasonExpired = "expired: older than max_age"
+
+const (
+	// DefaultWorkers is the default number of concurrent attempts.
+	DefaultWorkers = 64
+	// DefaultLease is the default lease on top of a delivery's timeout: time
+	// to record the outcome before another worker may pick it up again.
+	DefaultLease = 30 * time.Second
+
+	// maxIdle bounds how long the dispatcher sleeps, so it finds due work even
+	// if a Notify was missed (another process enqueued, a lease expired).
+	maxIdle = time.Second
+	// minIdle keeps the dispatcher from spinning if the queue says work is due
+	// but does not hand it out.
+	minIdle = 20 * time.Millisecond
+	// queueOpTimeout bounds recording an outcome; it does not use the worker
+	// context because a release must still be recorded once Stop cancels it.
+	queueOpTimeout = 10 * time.Second
+)
+
+// Observer is told every outcome, for metrics. It is called from workers and
+// must be cheap and safe for concurrent use.
+type Observer interface {
+	// Outcome reports an attempt's result (r.Attempt is zero when the
+	// delivery expired without one). final is "delivered", "retry" or "dead";
+	// next is the next attempt time for "retry", zero otherwise.
+	Outcome(d *queue.Delivery, r Result, final string, next time.Time)
+}
+
+// PoolOptions configures a Pool.
+type PoolOptions struct {
+	Queue  queue.Queue
+	Sender *Sender
+	// Workers is the number of concurrent attempts (default 64).
+	Workers int
+	// PerDestination caps concurrent attempts per Delivery.Destination
+	// (default max(1, Workers/4)), so one slow receiver cannot take every
+	// worker. Deliveries without a Destination are not capped.
+	PerDestination int
+	// Lease is added to a delivery's timeout to form its lease (default 30s).
+	Lease    time.Duration
+	Logger   *zap.Logger
+	Observer Observer // may be nil
+	Now      func() time.Time
+}
+
+// Pool leases due deliveries and attempts them with bounded concurrency.
+type Pool struct {
+	q     queue.Queue
+	s     *Sender
+	log   *zap.Logger
+	obs   Observer
+	now   func() time.Time
+	lease time.Duration
+
+	// ctx is what attempts run under. It is derived from Background, never
+	// from a config context, so a reload does not cut attempts short; only
+	// Stop cancels it, once its caller runs out of patience.
+	ctx    context.Context
+	cancel context.CancelFunc
+	stop   chan struct{} // closed by Stop: lease nothing more
+	wake   chan struct{} // capacity 1: Notify and freed slots coalesce
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	workers     int
+	perDest     int
+	perDestAuto bool // PerDestination follows Workers on SetWorkers
+	inflight    int
+	byDest      map[string]int
+	started     bool
+	stopped     bool
+
+	// leaseTimeout is the largest delivery timeout seen, which the lease
+	// must cover. Only the dispatcher touches it.
+	leaseTimeout time.Duration
+}
+
+// NewPool returns a pool; call Start to run it.
+func NewPool(o PoolOptions) *Pool {
+	p := &Pool{
+		q:            o.Queue,
+		s:            o.Sender,
+		log:          o.Logger,
+		obs:          o.Observer,
+		now:          o.Now,
+		lease:        o.Lease,
+		stop:         make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		byDest:       make(map[string]int),
+		leaseTimeout: DefaultTimeout,
+	}
+	if p.s == nil {
+		p.s = NewSender(SenderOptions{})
+	}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.lease <= 0 {
+		p.lease = DefaultLease
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.perDest = o.PerDestination
+	p.perDestAuto = o.PerDestination <= 0
+	p.setWorkersLocked(o.Workers)
+	return p
+}
+
+func (p *Pool) setWorkersLocked(n int) {
+	if n <= 0 {
+		n = DefaultWorkers
+	}
+	p.workers = n
+	if p.perDestAuto {
+		p.perDest = max(1, n/4)
+	}
+}
+
+// SetWorkers changes the number of concurrent attempts (n <= 0 means the
+// default). Attempts already running above a lowered limit finish normally.
+func (p *Pool) SetWorkers(n int) {
+	p.mu.Lock()
+	p.setWorkersLocked(n)
+	p.mu.Unlock()
+	p.Notify()
+}
+
+// Start runs the dispatcher. It does nothing after Stop or a second time.
+func (p *Pool) Start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.stopped {
+		return
+	}
+	p.started = true
+	p.wg.Add(1)
+	go p.dispatch()
+}
+
+// Notify says new work may be due now. It never blocks; calls coalesce.
+func (p *Pool) Notify() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stop stops leasing and waits for in-flight attempts until ctx is done, then
+// cancels them; a delivery whose attempt was canceled is released, due now,
+// without counting as a failure. When Stop returns, every goroutine the pool
+// started has exited. It returns ctx.Err() if it had to cancel attempts.
+func (p *Pool) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.stopped {
+		p.stopped = true
+		close(p.stop)
+	}
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		p.cancel()
+		return nil
+	case <-ctx.Done():
+		p.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (p *Pool) stopping() bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits for d, a wake-up or Stop; it reports false on Stop.
+func (p *Pool) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.stop:
+		return false
+	case <-p.wake:
+		return true
+	case <-t.C:
+		return true
+	}
+}
+
+func (p *Pool) dispatch() {
+	defer p.wg.Done()
+	var errDelay time.Duration
+	backoff := func() time.Duration {
+		errDelay = min(max(2*errDelay, 100*time.Millisecond), time.Second)
+		return errDelay
+	}
+
+	for !p.stopping() {
+		p.mu.Lock()
+		free := p.workers - p.inflight
+		perDest := p.perDest
+		busy := make(map[string]int, len(p.byDest))
+		for k, v := range p.byDest {
+			busy[k] = v
+		}
+		p.mu.Unlock()
+
+		if free <= 0 {
+			// A finishing worker wakes us.
+			if !p.sleep(maxIdle) {
+				return
+			}
+			continue
+		}
+
+		// busy is a snapshot; workers finishing meanwhile only make it
+		// pessimistic, never let a destination over its cap.
+		skipped := false
+		skip := func(dest string) bool {
+			if dest == "" {
+				return false
+			}
+			if busy[dest] >= perDest {
+				skipped = true
+				return true
+			}
+			busy[dest]++
+			return false
+		}
+		leaseFor := p.leaseTimeout
+		ds, err := p.q.Lease(p.ctx, p.now(), free, leaseFor+p.lease, skip)
+		if err != nil {
+			wait := backoff()
+			p.log.Error("cannot lease due webhook deliveries; retrying shortly",
+				zap.Error(err), zap.Duration("retry_in", wait))
+			if !p.sleep(wait) {
+				return
+			}
+			continue
+		}
+		errDelay = 0
+
+		again := false
+		for _, d := range ds {
+			if p.stopping() {
+				p.release(d, "lease canceled by shutdown")
+				continue
+			}
+			if t := withDefaults(d.Policy).Timeout; t > leaseFor {
+				// The lease would end mid-attempt and another worker could
+				// send it twice: hand it back and lease again, longer.
+				p.leaseTimeout = max(p.leaseTimeout, t)
+				p.release(d, "")
+				again = true
+				continue
+			}
+			p.startWorker(d)
+		}
+		if again || len(ds) == free {
+			continue // there may be more right now
+		}
+
+		wait := maxIdle
+		next, ok, err := p.q.NextDue(p.ctx)
+		switch {
+		case err != nil:
+			wait = backoff()
+			p.log.Error("cannot find when the next webhook delivery is due; retrying shortly",
+				zap.Error(err), zap.Duration("retry_in", wait))
+		case !ok:
+		case skipped:
+			// Due work is waiting for a busy destination; a finishing worker
+			// wakes us, so do not poll the queue in a loop.
+		default:
+			wait = min(max(next.Sub(p.now()), minIdle), maxIdle)
+		}
+		if !p.sleep(wait) {
+			return
+		}
+	}
+}
+
+func (p *Pool) startWorker(d *queue.Delivery) {
+	p.mu.Lock()
+	p.inflight++
+	if d.Destination != "" {
+		p.byDest[d.Destination]++
+	}
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.work(d)
+}
+
+func (p *Pool) finished(dest string) {
+	p.mu.Lock()
+	p.inflight--
+	if dest != "" {
+		if p.byDest[dest]--; p.byDest[dest] <= 0 {
+			delete(p.byDest, dest)
+		}
+	}
+	p.mu.Unlock()
+	p.Notify() // a slot is free
+}
+
+// attemptNumber is the number of the attempt about to be made. Attempts from
+// before CreatedAt belong to an earlier life: a manual retry resets CreatedAt
+// and keeps the history, and gets a fresh budget.
+func attemptNumber(d *queue.Delivery) int {
+	n := 1
+	for _, a := range d.Attempts {
+		if d.CreatedAt.IsZero() || !a.Start.Before(d.CreatedAt) {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *Pool) work(d *queue.Delivery) {
+	defer p.wg.Done()
+	defer p.finished(d.Destination)
+
+	pol := withDefaults(d.Policy)
+	n := attemptNumber(d)
+	// A zero CreatedAt is unknown age, not infinite age.
+	hasDeadline := !d.CreatedAt.IsZero()
+	deadline := d.CreatedAt.Add(pol.MaxAge)
+
+	if hasDeadline && p.now().After(deadline) {
+		r := Result{Reason: ReasonExpired}
+		p.record(d, "kill", func(ctx context.Context) error {
+			return p.q.Kill(ctx, d.ID, queue.Attempt{}, ReasonExpired)
+		})
+		p.report(d, r, 0, OutcomeDead, ReasonExpired, time.Time{})
+		return
+	}
+
+	r := p.s.Send(p.ctx, d)
+	if !r.OK && p.ctx.Err() != nil {
+		// Stop ran out of patience: not the receiver's fault, so no attempt
+		// is recorded and it goes out first thing after the restart.
+		p.release(d, "attempt interrupted by shutdown")
+		return
+	}
+
+	now := p.now()
+	switch {
+	case r.OK:
+		p.record(d, "ack", func(ctx context.Context) error { return p.q.Ack(ctx, d.ID, r.Attempt) })
+		p.report(d, r, n, OutcomeDelivered, "", time.Time{})
+	case !r.Retryable:
+		p.kill(d, r, n, r.Reason)
+	case n >= pol.MaxAttempts:
+		p.kill(d, r, n, fmt.Sprintf("%s (gave up after %d attempts)", r.Reason, n))
+	default:
+		next := now.Add(NextDelay(pol, n, r.RetryAfter, nil))
+		if hasDeadline && next.After(deadline) {
+			p.kill(d, r, n, fmt.Sprintf("%s (gave up: the next attempt would be past max_age %s)", r.Reason, pol.MaxAge))
+			return
+		}
+		p.record(d, "reschedule", func(ctx context.Context) error { return p.q.Reschedule(ctx, d.ID, r.Attempt, next) })
+		p.report(d, r, n, OutcomeRetry, r.Reason, next)
+	}
+}
+
+func (p *Pool) kill(d *queue.Delivery, r Result, n int, reason string) {
+	p.record(d, "kill", func(ctx context.Context) error { return p.q.Kill(ctx, d.ID, r.Attempt, reason) })
+	p.report(d, r, n, OutcomeDead, reason, time.Time{})
+}
+
+// release hands a leased delivery back, due now, without an attempt.
+func (p *Pool) release(d *queue.Delivery, why string) {
+	p.record(d, "release", func(ctx context.Context) error { return p.q.Release(ctx, d.ID, p.now()) })
+	if why != "" {
+		p.log.Info(why+"; delivery released, due again now", deliveryFields(d)...)
+	}
+}
+
+// record runs one queue write with its own deadline; a failure is logged and
+// otherwise left to the lease expiring, which makes the delivery due again.
+func (p *Pool) record(d *queue.Delivery, op string, f func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueOpTimeout)
+	defer cancel()
+	if err := f(ctx); err != nil {
+		p.log.Error("cannot record webhook delivery outcome ("+op+"); it will be attempted again when its lease ends",
+			append(deliveryFields(d), zap.Error(err))...)
+	}
+}
+
+func (p *Pool) report(d *queue.Delivery, r Result, n int, final, reason string, next time.Time) {
+	fs := append(deliveryFields(d),
+		zap.Int("attempt", n),
+		zap.Int("status", r.Attempt.Status),
+		zap.Duration("duration", r.Attempt.Duration),
+	)
+	switch final {
+	case OutcomeDelivered:
+		p.log.Info("webhook delivered", fs...)
+	case OutcomeRetry:
+		p.log.Warn("webhook attempt failed; will retry",
+			append(fs, zap.String("reason", reason), zap.Time("next_attempt", next))...)
+	default:
+		p.log.Error("webhook delivery is dead; giving up (retry it by hand once fixed)",
+			append(fs, zap.String("reason", reason))...)
+	}
+	if p.obs != nil {
+		p.obs.Outcome(d, r, final, next)
+	}
+}
+
+// deliveryFields identifies a delivery in logs. It holds no header values,
+// bodies or secrets.
+func deliveryFields(d *queue.Delivery) []zap.Field {
+	return []zap.Field{
+		zap.String("webhook", d.Webhook),
+		zap.String("event", d.Event),
+		zap.String("target", d.Target),
+		zap.String("call_id", d.CallID),
+		zap.String("delivery_id", d.ID),
+	}
+}

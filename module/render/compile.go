@@ -1,0 +1,259 @@
+package render
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/callhook/caddy-callhook/encoders"
+	"github.com/callhook/caddy-callhook/module/delivery"
+	"github.com/callhook/caddy-callhook/module/intake"
+	"github.com/callhook/caddy-callhook/module/mapping"
+)
+
+// Webhook is a compiled webhook: every expression type-checked, every
+// template parsed, every setting resolved.
+type Webhook struct {
+	name     string
+	on       []string
+	method   string
+	encoder  encoders.Encoder
+	dates    mapping.DateFormat
+	loc      *time.Location
+	url      template
+	headers  []headerTemplate
+	when     *mapping.Program
+	params   []compiledParam
+	secret   []byte
+	rpc      string
+	xmlRoot  string
+	policy   policy
+	inQuery  bool // form params go in the URL's query (GET, DELETE)
+	hasBody  bool
+	ctHeader bool // config sets its own Content-Type
+}
+
+type compiledParam struct {
+	name string
+	prog *mapping.Program
+}
+
+type policy struct {
+	timeout     time.Duration
+	maxAttempts int
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	maxAge      time.Duration
+}
+
+type headerTemplate struct {
+	name  string
+	value template
+}
+
+// Name is the webhook's name.
+func (w *Webhook) Name() string { return w.name }
+
+// On lists the events the webhook fires on.
+func (w *Webhook) On() []string { return w.on }
+
+// Fires reports whether the webhook is declared for event.
+func (w *Webhook) Fires(event string) bool { return slices.Contains(w.on, event) }
+
+var methods = []string{"GET", "POST", "PUT", "DELETE"}
+
+// forbiddenHeaders are managed by the HTTP client or by the Standard
+// Webhooks signing; a config that sets them would send a broken request.
+var forbiddenHeaders = []string{"host", "content-length", "transfer-encoding", "connection"}
+
+// Compile checks a webhook and compiles it. Errors name the webhook and
+// what is wrong, so the caller only adds where (the Caddyfile line).
+func Compile(c Config) (*Webhook, error) {
+	w, err := compile(c)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s: %w", c.Name, err)
+	}
+	return w, nil
+}
+
+func compile(c Config) (*Webhook, error) {
+	if c.Name == "" {
+		return nil, errors.New("a webhook needs a name")
+	}
+	w := &Webhook{name: c.Name, xmlRoot: c.XMLRoot, rpc: c.RPCMethod}
+	if len(c.On) == 0 {
+		return nil, fmt.Errorf("no events: add `on <event>...` with one or more of %s", strings.Join(intake.EventNames, ", "))
+	}
+	for _, ev := range c.On {
+		if !intake.IsEventName(ev) {
+			return nil, fmt.Errorf("unknown event %q in `on`: expected one of %s", ev, strings.Join(intake.EventNames, ", "))
+		}
+		if !slices.Contains(w.on, ev) {
+			w.on = append(w.on, ev)
+		}
+	}
+
+	w.method = strings.ToUpper(c.Method)
+	if w.method == "" {
+		w.method = DefaultMethod
+	}
+	if !slices.Contains(methods, w.method) {
+		return nil, fmt.Errorf("unsupported method %q: expected one of %s", c.Method, strings.Join(methods, ", "))
+	}
+	format := c.Format
+	if format == "" {
+		format = DefaultFormat
+	}
+	enc, ok := encoders.Lookup(format)
+	if !ok {
+		return nil, fmt.Errorf("unknown format %q: expected one of %s", c.Format, strings.Join(encoders.Names(), ", "))
+	}
+	w.encoder = enc
+	switch {
+	case format == "form" && (w.method == "GET" || w.method == "DELETE"):
+		w.inQuery = true
+	case w.method == "GET":
+		return nil, fmt.Errorf("method GET sends no body, so format %s cannot carry the params: use format form (params go in the query string) or method POST", format)
+	default:
+		w.hasBody = true
+	}
+	if w.xmlRoot == "" {
+		w.xmlRoot = "webhook"
+	}
+	if c.RPCMethod != "" && format != "jsonrpc" {
+		return nil, fmt.Errorf("rpc_method is only used with format jsonrpc (format is %s)", format)
+	}
+	if c.XMLRoot != "" && format != "xml" {
+		return nil, fmt.Errorf("xml_root is only used with format xml (format is %s)", format)
+	}
+
+	var err error
+	if w.dates, err = mapping.ParseDateFormat(c.DateFormat); err != nil {
+		return nil, err
+	}
+	w.loc = time.UTC
+	if c.Timezone != "" {
+		if w.loc, err = time.LoadLocation(c.Timezone); err != nil {
+			return nil, fmt.Errorf("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", c.Timezone)
+		}
+	}
+
+	names := make([]string, 0, len(c.Params))
+	for _, p := range c.Params {
+		if p.Name == "" {
+			return nil, errors.New("a param needs a name")
+		}
+		if slices.Contains(names, p.Name) {
+			return nil, fmt.Errorf("param %s is declared twice", p.Name)
+		}
+		prog, err := mapping.Compile(p.Expr, mapping.Value)
+		if err != nil {
+			return nil, fmt.Errorf("param %s: %w", p.Name, err)
+		}
+		names = append(names, p.Name)
+		w.params = append(w.params, compiledParam{name: p.Name, prog: prog})
+	}
+	if err := enc.CheckNames(names, encoders.Options{XMLRoot: w.xmlRoot, RPCMethod: "event"}); err != nil {
+		return nil, err
+	}
+	if c.When != "" {
+		if w.when, err = mapping.Compile(c.When, mapping.Bool); err != nil {
+			return nil, fmt.Errorf("when: %w", err)
+		}
+	}
+
+	if w.url, err = parseURL(c.URL, names); err != nil {
+		return nil, err
+	}
+	for _, h := range c.Headers {
+		ht, err := compileHeader(h, names)
+		if err != nil {
+			return nil, err
+		}
+		if strings.EqualFold(h.Name, "content-type") {
+			w.ctHeader = true
+		}
+		w.headers = append(w.headers, ht)
+	}
+
+	if c.Secret != "" {
+		if w.secret, err = delivery.ParseSecret(c.Secret); err != nil {
+			return nil, fmt.Errorf("secret: %w", err)
+		}
+	}
+
+	w.policy = policy{
+		timeout:     or(c.Timeout, DefaultTimeout),
+		maxAttempts: or(c.MaxAttempts, DefaultMaxAttempts),
+		backoffMin:  or(c.BackoffMin, DefaultBackoffMin),
+		backoffMax:  or(c.BackoffMax, DefaultBackoffMax),
+		maxAge:      or(c.MaxAge, DefaultMaxAge),
+	}
+	switch p := w.policy; {
+	case p.timeout < 0, p.maxAttempts < 0, p.backoffMin < 0, p.backoffMax < 0, p.maxAge < 0:
+		return nil, errors.New("timeout, max_attempts, backoff and max_age must not be negative")
+	case p.backoffMax < p.backoffMin:
+		return nil, fmt.Errorf("backoff: the longest delay (%s) is shorter than the first (%s)", p.backoffMax, p.backoffMin)
+	case p.maxAttempts > 1000:
+		return nil, fmt.Errorf("max_attempts %d is more than 1000; use max_age to keep retrying for long", p.maxAttempts)
+	}
+	return w, nil
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func compileHeader(h Header, params []string) (headerTemplate, error) {
+	if !httpguts.ValidHeaderFieldName(h.Name) {
+		return headerTemplate{}, fmt.Errorf("header %q: not a valid header name", h.Name)
+	}
+	lower := strings.ToLower(h.Name)
+	if slices.Contains(forbiddenHeaders, lower) || strings.HasPrefix(lower, "webhook-") {
+		return headerTemplate{}, fmt.Errorf("header %s cannot be set by config: the client sets Host, Content-Length, Transfer-Encoding and Connection, and webhook-* are the Standard Webhooks headers", h.Name)
+	}
+	if strings.ContainsAny(h.Value, "\r\n\x00") {
+		return headerTemplate{}, fmt.Errorf("header %s: the value contains CR, LF or NUL", h.Name)
+	}
+	t, err := parseTemplate(h.Value, params, escapeNone)
+	if err != nil {
+		return headerTemplate{}, fmt.Errorf("header %s: %w", h.Name, err)
+	}
+	return headerTemplate{name: h.Name, value: t}, nil
+}
+
+// parseURL checks the URL with every {param.X} standing in as a plain value,
+// then splits it into a template that escapes each value for where it is:
+// path segment, query or fragment.
+func parseURL(raw string, params []string) (template, error) {
+	if raw == "" {
+		return template{}, errors.New("no url: add `url https://...`")
+	}
+	probe, err := parseTemplate(raw, params, escapeNone)
+	if err != nil {
+		return template{}, fmt.Errorf("url: %w", err)
+	}
+	u, err := url.Parse(probe.fill(func(string) string { return "x" }))
+	if err != nil {
+		return template{}, fmt.Errorf("url %q: %v", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return template{}, fmt.Errorf("url %q: the scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return template{}, fmt.Errorf("url %q: no host", raw)
+	}
+	if u.User != nil {
+		return template{}, fmt.Errorf("url %q: credentials in the URL would be logged; use `header Authorization ...` instead", raw)
+	}
+	return parseTemplate(raw, params, escapePath)
+}

@@ -1,0 +1,57 @@
+// Package render turns a decoded event and a compiled webhook into the
+// stored outbound request: params evaluated in declaration order, times
+// formatted, body encoded, URL and headers templated. Everything that can be
+// checked without an event is checked by Compile, at config load.
+package render
+
+import (
+	"time"
+)
+
+// Param is one `param NAME EXPRESSION` line.
+type Param struct {
+	Name string `json:"name"`
+	Expr string `json:"expr"`
+}
+
+// Header is one `header NAME VALUE` line.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Config is a webhook as declared, after `{env.*}` placeholders are
+// resolved. Empty fields take the defaults documented on Compile.
+type Config struct {
+	Name        string
+	On          []string
+	URL         string
+	Method      string
+	Format      string
+	DateFormat  string
+	Timezone    string
+	Headers     []Header
+	When        string
+	Params      []Param
+	Secret      string
+	RPCMethod   string
+	XMLRoot     string
+	Timeout     time.Duration
+	MaxAttempts int
+	BackoffMin  time.Duration
+	BackoffMax  time.Duration
+	MaxAge      time.Duration
+}
+
+// Defaults of SPEC §2 and §6.
+const (
+	DefaultMethod      = "POST"
+	DefaultFormat      = "json"
+	DefaultTimeout     = 10 * time.Second
+	DefaultMaxAttempts = 12
+	DefaultBackoffMin  = time.Second
+	DefaultBackoffMax  = time.Hour
+	DefaultMaxAge      = 72 * time.Hour
+	// MaxWebhooksPerEvent is the per-target, per-event limit of SPEC §7.
+	MaxWebhooksPerEvent = 40
+)
