@@ -22,18 +22,21 @@
 // encoding/json, which switches to an exponent for very large and very small
 // magnitudes). NaN and infinities cannot be represented and are an error.
 // Output is always well formed for its format: invalid UTF-8 becomes U+FFFD
-// in json and xml, and characters XML 1.0 forbids are replaced as well.
+// in json and xml, and characters XML 1.0 forbids are replaced as well; form
+// percent-encodes bytes as they are, so it is binary safe.
 //
 // Encoders are meant for a hot path: they use type switches rather than
 // reflection, write straight into the caller's buffer and allocate only for
 // map values (whose keys must be sorted). Parameter names are checked once
 // at configuration time with CheckNames; Encode still refuses names that
-// would make the output ambiguous or malformed, so a skipped check cannot
-// produce a broken body.
+// would lose data (duplicates, a name that is both a value and a parent) or
+// break the document (invalid XML names), so a skipped check cannot
+// produce a wrong body. On any error Encode leaves dst as it was.
 package encoders
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -41,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Param is one rendered parameter, in declaration order.
@@ -332,8 +336,13 @@ func checkNestedNames(names []string, segment func(string) error) error {
 		if n == "" {
 			return fmt.Errorf("param #%d: name is empty", i+1)
 		}
+		if !utf8.ValidString(n) {
+			// Encoding would turn the bad bytes into U+FFFD, so two
+			// distinct names could collide in the output.
+			return paramError(n, errors.New("name is not valid UTF-8"))
+		}
 		if n[0] == '.' || n[len(n)-1] == '.' || strings.Contains(n, "..") {
-			return paramError(n, fmt.Errorf(`empty name segment (a name cannot start or end with "." or contain "..")`))
+			return paramError(n, errors.New(`empty name segment (a name cannot start or end with "." or contain "..")`))
 		}
 		if segment != nil {
 			for s := range strings.SplitSeq(n, ".") {

@@ -66,6 +66,7 @@ func jsonNameCases(opts Options) []checkCase {
 			wantErr: `params "agent" and "agent.id" conflict: "agent" cannot be both a value and a parent of nested params`},
 		{name: "prefix and leaf", names: []string{"agent.id.x", "b", "agent.id"}, opts: opts,
 			wantErr: `params "agent.id.x" and "agent.id" conflict: "agent.id" cannot be both a value and a parent of nested params`},
+		{name: "invalid utf8", names: []string{"a", "b\xff"}, opts: opts, wantErr: `param "b\xff": name is not valid UTF-8`},
 		{name: "similar prefix is fine", names: []string{"agent", "agents.id", "agent_id"}, opts: opts},
 	}
 }

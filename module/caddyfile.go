@@ -51,7 +51,6 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			}
 			name := d.Val()
 			modID := "callhook.queues." + name
-			d.Prev()
 			unm, err := caddyfile.UnmarshalModule(d, modID)
 			if err != nil {
 				return nil, err

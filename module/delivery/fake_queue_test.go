@@ -54,6 +54,12 @@ func (q *memQueue) get(id string) *queue.Delivery {
 	return clone(q.ds[id])
 }
 
+func (q *memQueue) releaseCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.releases
+}
+
 func (q *memQueue) Enqueue(_ context.Context, _ string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
 	q.add(ds...)
 	refs := make([]queue.Ref, len(ds))

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -35,6 +36,10 @@ func server(t *testing.T, h func(w http.ResponseWriter, r *http.Request, done <-
 	t.Helper()
 	done := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body up front: only then does net/http watch the
+		// connection, so r.Context() ends when the client gives up.
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		h(w, r, done)
 	}))
 	t.Cleanup(func() {

@@ -1239,14 +1239,21 @@ func TestPruneManyChunks(t *testing.T) {
 		ds = append(ds, delivery(fmt.Sprint("d", i), "a"))
 	}
 	enqueue(t, q, "", ds...)
-	for i := range n {
-		if err := q.Ack(ctx, fmt.Sprint("d", i), queue.Attempt{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := q.Enqueue(ctx, fmt.Sprint("k", i), nil); err != nil {
-			t.Fatal(err)
-		}
+	// Concurrently, so group commit keeps this fast.
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < n; i += 32 {
+				if err := q.Ack(ctx, fmt.Sprint("d", i), queue.Attempt{}); err != nil {
+					t.Error(err)
+				}
+				if _, _, err := q.Enqueue(ctx, fmt.Sprint("k", i), nil); err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
+	wg.Wait()
 	clk.Add(time.Second)
 	if err := q.Prune(ctx, clk.Now(), clk.Now()); err != nil {
 		t.Fatal(err)
