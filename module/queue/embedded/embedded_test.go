@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -1351,8 +1351,13 @@ func TestCloseFinishesQueuedOps(t *testing.T) {
 	}
 }
 
+// TestMain fails the package if any test leaves a goroutine behind (the
+// committer must stop on Close).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
 func TestNoGoroutineLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
 	for range 5 {
 		q, err := Open(Options{Path: testPath(t)})
 		if err != nil {
@@ -1364,14 +1369,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t)
 }
 
 func TestEmptyLeaseCostsNoCommit(t *testing.T) {
