@@ -157,4 +157,3 @@ func TestJSONLoadErrors(t *testing.T) {
 		})
 	}
 }
-

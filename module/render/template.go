@@ -10,9 +10,9 @@ import (
 type escaping int
 
 const (
-	escapeNone escaping = iota
-	escapePath          // before '?': path segment escaping
-	escapeQuery         // after '?': query escaping
+	escapeNone  escaping = iota
+	escapePath           // before '?': path segment escaping
+	escapeQuery          // after '?': query escaping
 )
 
 // template is text with {param.NAME} holes, parsed once at load.
