@@ -120,6 +120,8 @@ func TestPoolDelivers(t *testing.T) {
 		if len(got.Attempts) != 1 || got.Attempts[0].Status != 200 {
 			t.Errorf("%s: attempts %+v", d.ID, got.Attempts)
 		}
+		// The observer hears of an outcome just after the queue records it.
+		eventually(t, d.ID+" observed", func() bool { return len(env.obs.finals(d.ID)) > 0 })
 		if f := env.obs.finals(d.ID); len(f) != 1 || f[0] != OutcomeDelivered {
 			t.Errorf("%s: observer saw %v", d.ID, f)
 		}
@@ -168,6 +170,7 @@ func TestPoolRetriesThenDelivers(t *testing.T) {
 			t.Errorf("attempt %d status %d, want %d", i+1, got.Attempts[i].Status, want)
 		}
 	}
+	eventually(t, "the delivery observed", func() bool { return len(env.obs.finals("flaky")) == 3 })
 	if f := env.obs.finals("flaky"); strings.Join(f, ",") != "retry,retry,delivered" {
 		t.Errorf("observer saw %v", f)
 	}
@@ -194,6 +197,7 @@ func TestPoolPermanentFailureIsDead(t *testing.T) {
 	if n := hits.Load(); n != 1 {
 		t.Errorf("hits = %d", n)
 	}
+	eventually(t, "the death observed", func() bool { return len(env.obs.finals("gone")) == 1 })
 	if f := env.obs.finals("gone"); strings.Join(f, ",") != "dead" {
 		t.Errorf("observer saw %v", f)
 	}

@@ -289,7 +289,7 @@ func TestSendEndlessResponse(t *testing.T) {
 		}
 	})
 	d = delivery(trickle.URL)
-	d.Policy.Timeout = 200 * time.Millisecond
+	d.Policy.Timeout = time.Second
 	r = s.Send(context.Background(), d)
 	if !r.OK || r.Attempt.Status != 200 || len(r.Attempt.Response) == 0 || len(r.Attempt.Response) >= 4096 {
 		t.Fatalf("trickle: OK=%v status=%d kept %d bytes", r.OK, r.Attempt.Status, len(r.Attempt.Response))
