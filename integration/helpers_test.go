@@ -11,11 +11,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
-const caddyBase = "http://localhost:9080"
-
 // startCaddy loads a Caddyfile into the in-process Caddy. globals go inside
 // the callhook global option after the queue; site is the body of the
-// http://localhost:9080 site. Each call uses its own queue directory.
+// http://localhost:<httpPort> site. Each call uses its own queue directory.
 func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
 	t.Helper()
 	tester := caddytest.NewTester(t)
@@ -28,9 +26,9 @@ func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
 
 func caddyfile(queueDir, callhookGlobals, site string) string {
 	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
+	admin localhost:%d
+	http_port %d
+	https_port %d
 	grace_period 1ns
 	skip_install_trust
 	callhook {
@@ -42,10 +40,10 @@ func caddyfile(queueDir, callhookGlobals, site string) string {
 	}
 }
 
-http://localhost:9080 {
+http://localhost:%d {
 	%s
 }
-`, queueDir, callhookGlobals, site)
+`, adminPort, httpPort, httpPort+363, queueDir, callhookGlobals, httpPort, site)
 }
 
 // answer is callhook's 200/202 body, or an error body.

@@ -16,18 +16,18 @@ import (
 func TestJSONConfig(t *testing.T) {
 	rc := newReceiver(t, nil)
 	cfg := fmt.Sprintf(`{
-	"admin": {"listen": "localhost:2999"},
+	"admin": {"listen": "localhost:%d"},
 	"apps": {
 		"callhook": {
 			"queue": {"backend": "embedded", "path": %q},
 			"allow_destinations": ["127.0.0.1/32"]
 		},
 		"http": {
-			"http_port": 9080,
+			"http_port": %d,
 			"grace_period": 1,
 			"servers": {
 				"srv0": {
-					"listen": [":9080"],
+					"listen": [":%d"],
 					"routes": [{
 						"match": [{"path": ["/calls/*"]}],
 						"handle": [{
@@ -53,7 +53,7 @@ func TestJSONConfig(t *testing.T) {
 			}
 		}
 	}
-}`, t.TempDir(), rc.URL)
+}`, adminPort, t.TempDir(), httpPort, httpPort, rc.URL)
 	caddytest.NewTester(t).InitServer(cfg, "json")
 	status, ans := postJSON(t, "/calls/after_call", `{"call_id":"j-1"}`)
 	if status != 202 || ans.Target != "json-target" {
@@ -87,13 +87,16 @@ func TestReloadKeepsQueuedWork(t *testing.T) {
 				url %s%s
 				param id call.call_id
 				backoff 20ms 100ms
-				max_attempts 1000
+				max_attempts 50
 			}
 		}
 	}`, name, rc.URL, path)
 	}
 	tester := caddytest.NewTester(t)
 	tester.InitServer(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site("/v1", "old")), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
 	const events = 20
 	for i := 0; i < events; i++ {
 		if status, ans := postJSON(t, "/calls/after_call", fmt.Sprintf(`{"call_id":"reload-%d"}`, i)); status != 202 {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/callhook/caddy-callhook"
@@ -25,7 +27,24 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	// Ports can be moved so that two checkouts can run these tests at once.
+	adminPort = envPort("CALLHOOK_TEST_ADMIN_PORT", 2999)
+	httpPort = envPort("CALLHOOK_TEST_HTTP_PORT", 9080)
+	caddytest.Default.AdminPort = adminPort
+	caddyBase = fmt.Sprintf("http://localhost:%d", httpPort)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+var (
+	adminPort, httpPort int
+	caddyBase           string
+)
+
+func envPort(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

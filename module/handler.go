@@ -296,6 +296,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		var ie *intake.Error
 		if errors.As(err, &ie) {
+			if ie.Status == http.StatusMethodNotAllowed {
+				w.Header().Set("Allow", intake.AllowedMethods)
+			}
 			return writeError(w, ie.Status, ie.Msg)
 		}
 		return writeError(w, http.StatusBadRequest, err.Error())

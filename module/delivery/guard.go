@@ -16,12 +16,13 @@ var ErrBlocked = errors.New("blocked by SSRF guard")
 type BlockedError struct {
 	Addr netip.Addr // the address as dialled; invalid when it could not be parsed
 	Kind string     // "private", "loopback", "NAT64 for private 10.0.0.5", ...
-	Raw  string     // the dialled address text when it could not be parsed
+	Raw  string     // the dialled address as text when it could not be parsed
 }
 
 func (e *BlockedError) Error() string {
 	if !e.Addr.IsValid() {
-		return fmt.Sprintf("blocked by SSRF guard: cannot tell where %q points; add its address to allow_destinations to allow it", e.Raw)
+		// Fail closed: an address we cannot read is one we cannot vouch for.
+		return fmt.Sprintf("blocked by SSRF guard: cannot read the dialled address %q", e.Raw)
 	}
 	return fmt.Sprintf("blocked by SSRF guard: %s is %s; add it to allow_destinations to allow it", e.Addr, e.Kind)
 }
@@ -57,7 +58,7 @@ func (g *Guard) Check(ip netip.Addr) error {
 	// zone says which interface, not which address.
 	ip = ip.WithZone("")
 	if !ip.IsValid() {
-		return &BlockedError{Raw: "invalid address"}
+		return &BlockedError{Raw: ip.String()}
 	}
 	if g != nil {
 		unmapped := ip.Unmap()

@@ -264,6 +264,9 @@ func (p *Pool) dispatch() {
 		leaseFor := p.leaseTimeout
 		ds, err := p.q.Lease(p.ctx, p.now(), free, leaseFor+p.lease, skip)
 		if err != nil {
+			if p.stopping() {
+				return // Stop canceled the call; not worth a 3 a.m. error line
+			}
 			wait := backoff()
 			p.log.Error("cannot lease due webhook deliveries; retrying shortly",
 				zap.Error(err), zap.Duration("retry_in", wait))
@@ -297,6 +300,8 @@ func (p *Pool) dispatch() {
 		wait := maxIdle
 		next, ok, err := p.q.NextDue(p.ctx)
 		switch {
+		case err != nil && p.stopping():
+			return
 		case err != nil:
 			wait = backoff()
 			p.log.Error("cannot find when the next webhook delivery is due; retrying shortly",

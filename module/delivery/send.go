@@ -527,17 +527,17 @@ func jsonrpcResult(body []byte) (Result, bool) {
 	return Result{}, false
 }
 
-// clean keeps receiver-supplied text to one readable log line of at most max
-// bytes.
-func clean(s string, max int) string {
+// clean keeps receiver-supplied text to one readable log line of at most
+// limit bytes.
+func clean(s string, limit int) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
-	if len(s) > max {
-		cut := max
+	if len(s) > limit {
+		cut := limit
 		for cut > 0 && !isRuneStart(s[cut]) {
 			cut--
 		}

@@ -348,15 +348,14 @@ func coerceTime(v any, loc *time.Location) (time.Time, bool, error) {
 		case "", "0", "0000-00-00 00:00:00", "0000-00-00T00:00:00":
 			return time.Time{}, false, nil
 		}
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return unixInt(n)
-		}
 		if looksNumeric(s) {
+			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+				return unixInt(n)
+			}
 			if f, err := strconv.ParseFloat(s, 64); err == nil {
 				return unixFloat(f)
 			}
-		}
-		if t, ok := parseTime(s, loc); ok {
+		} else if t, ok := parseTime(s, loc); ok {
 			return t, true, nil
 		}
 	default:

@@ -59,7 +59,11 @@ type Options struct {
 // that cannot be read or has no call_id, 422 for an unknown event or a field
 // value of the wrong kind, and 500 when Remap returns a non-canonical field.
 func Decode(r *http.Request, opts Options) (*Event, error) {
-	switch r.Method {
+	method := r.Method
+	if method == "" { // as in net/http: an empty method is GET
+		method = http.MethodGet
+	}
+	switch method {
 	case http.MethodGet, http.MethodPost, http.MethodPut:
 	default:
 		return nil, newError(http.StatusMethodNotAllowed,
@@ -90,7 +94,7 @@ func Decode(r *http.Request, opts Options) (*Event, error) {
 	var data map[string]any
 	var exact map[string]string
 	var err error
-	if r.Method == http.MethodGet {
+	if method == http.MethodGet {
 		data, err = queryData(query, queryErr, opts.StripToken)
 	} else {
 		data, exact, err = bodyData(r, maxBody, query, queryErr, opts.StripToken)
@@ -98,7 +102,7 @@ func Decode(r *http.Request, opts Options) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return finish(r, opts, received, loc, query, data, exact)
+	return finish(r, method, opts, received, loc, query, data, exact)
 }
 
 // bodyData decodes a POST or PUT body by its Content-Type.
@@ -138,7 +142,7 @@ func bodyData(r *http.Request, maxBody int64, query url.Values, queryErr error, 
 const formType = "application/x-www-form-urlencoded"
 
 // finish builds the event from the decoded data.
-func finish(r *http.Request, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (*Event, error) {
+func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (*Event, error) {
 	name, err := eventName(opts.EventName, data, r)
 	if err != nil {
 		return nil, err
@@ -147,7 +151,11 @@ func finish(r *http.Request, opts Options, received time.Time, loc *time.Locatio
 	var mapped map[string]any
 	if opts.Remap != nil {
 		if mapped, err = opts.Remap(data); err != nil {
-			return nil, &Error{Status: http.StatusUnprocessableEntity, Msg: err.Error()}
+			msg := err.Error()
+			if msg == "" {
+				msg = "the handler's field mapping failed on this body"
+			}
+			return nil, &Error{Status: http.StatusUnprocessableEntity, Msg: msg}
 		}
 		for k := range mapped {
 			if !IsField(k) {
@@ -214,7 +222,7 @@ func finish(r *http.Request, opts Options, received time.Time, loc *time.Locatio
 		CallID:     *b.call.CallID,
 		Call:       &b.call,
 		Data:       data,
-		Request:    requestInfo(r, query, opts.StripToken),
+		Request:    requestInfo(r, method, query, opts.StripToken),
 		ReceivedAt: received,
 	}, nil
 }
@@ -290,8 +298,7 @@ func tooLarge(limit int64) *Error {
 // queryData turns the query string into event data.
 func queryData(query url.Values, parseErr error, stripToken bool) (map[string]any, error) {
 	if parseErr != nil {
-		return nil, newError(http.StatusBadRequest,
-			"malformed query string: %v; percent-encode the values (e.g. %%20 for a space)", parseErr)
+		return nil, newError(http.StatusBadRequest, "malformed query string: %v; %s", parseErr, formHint(parseErr))
 	}
 	data := valuesData(query)
 	if stripToken {
@@ -303,10 +310,21 @@ func queryData(query url.Values, parseErr error, stripToken bool) (map[string]an
 func formData(body []byte) (map[string]any, error) {
 	vals, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, newError(http.StatusBadRequest,
-			"malformed form body: %v; percent-encode the values (e.g. %%20 for a space)", err)
+		return nil, newError(http.StatusBadRequest, "malformed form body: %v; %s", err, formHint(err))
 	}
 	return valuesData(vals), nil
+}
+
+// formHint says how to fix what url.ParseQuery rejected.
+func formHint(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "exceeded limit"):
+		return "send fewer fields (at most 10000)"
+	case strings.Contains(msg, "semicolon"):
+		return "separate fields with & and percent-encode ; as %3B"
+	}
+	return "percent-encode the values (e.g. %20 for a space, %25 for %)"
 }
 
 // valuesData maps a key sent once to its string, a repeated key to []any.
@@ -497,9 +515,9 @@ var hiddenHeaders = map[string]bool{
 	"x-api-key":           true,
 }
 
-func requestInfo(r *http.Request, query url.Values, stripToken bool) RequestInfo {
+func requestInfo(r *http.Request, method string, query url.Values, stripToken bool) RequestInfo {
 	info := RequestInfo{
-		Method:  r.Method,
+		Method:  method,
 		Headers: make(map[string]string, len(r.Header)),
 		Query:   make(map[string]string, len(query)),
 	}

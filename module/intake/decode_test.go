@@ -94,6 +94,10 @@ func TestDecodeErrors(t *testing.T) {
 			want: []string{"malformed form body", `invalid URL escape "%zz"`}},
 		{name: "malformed query", method: "GET", target: "/after_call?call_id=1&x=%g0", status: 400,
 			want: []string{"malformed query string"}},
+		{name: "semicolon in query", method: "GET", target: "/after_call?call_id=1;x=2", status: 400,
+			want: []string{"malformed query string: invalid semicolon separator in query; separate fields with & and percent-encode ; as %3B"}},
+		{name: "too many form fields", method: "POST", target: "/after_call", ctype: ctForm, body: "call_id=1" + strings.Repeat("&a=1", 10000), status: 400,
+			want: []string{"malformed form body: number of URL query parameters exceeded limit; send fewer fields"}},
 		{name: "malformed query for empty post", method: "POST", target: "/after_call?call_id=1&x=%g0", status: 400,
 			want: []string{"malformed query string"}},
 
@@ -586,9 +590,9 @@ func TestRequestInfo(t *testing.T) {
 		}
 	})
 	t.Run("maps are never nil", func(t *testing.T) {
-		r := &http.Request{Method: "GET", URL: &url.URL{Path: "/after_call", RawQuery: "call_id=1"}}
+		r := &http.Request{URL: &url.URL{Path: "/after_call", RawQuery: "call_id=1"}} // no method: GET
 		ev, err := Decode(r, Options{})
-		if err != nil || ev.Request.Headers == nil || ev.Request.Query == nil {
+		if err != nil || ev.Request.Headers == nil || ev.Request.Query == nil || ev.Request.Method != "GET" {
 			t.Fatalf("%v %v", ev, err)
 		}
 	})

@@ -68,7 +68,7 @@ func checkMessage(t testing.TB, msg string) {
 	if !utf8.ValidString(msg) {
 		t.Errorf("message is not valid UTF-8: %q", msg)
 	}
-	if r, _ := utf8.DecodeRuneInString(msg); unicode.IsUpper(r) && !strings.HasPrefix(msg, "Content-Type") {
+	if r, _ := utf8.DecodeRuneInString(msg); unicode.IsUpper(r) {
 		t.Errorf("message starts upper-case: %q", msg)
 	}
 	if strings.HasSuffix(msg, ".") || strings.HasSuffix(msg, "!") {

@@ -33,11 +33,10 @@ type WebhookInfo struct {
 	Name string `expr:"name"`
 }
 
-// FieldEnv is what a `field` mapping sees: the raw body and the request,
-// before the canonical call exists.
+// FieldEnv is what a `field` mapping sees: the decoded body, before the
+// canonical call exists.
 type FieldEnv struct {
-	Data    map[string]any      `expr:"data"`
-	Request *intake.RequestInfo `expr:"request"`
+	Data map[string]any `expr:"data"`
 }
 
 // Kind says what an expression must yield.

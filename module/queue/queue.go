@@ -81,8 +81,11 @@ type Delivery struct {
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	// LastError is the reason of the last failure (or the render error of a
 	// delivery that was dead on arrival).
-	LastError string    `json:"last_error,omitempty"`
-	Attempts  []Attempt `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Attempts is the attempt history, oldest first. Backends may keep only
+	// the newest 50. Attempts that started before CreatedAt belong to an
+	// earlier life of the delivery: a manual retry sets CreatedAt anew.
+	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 // Ref names a delivery in an ingest answer.
@@ -102,7 +105,8 @@ type Filter struct {
 	Cursor  string // opaque; from the previous page
 }
 
-// Stats counts deliveries by state.
+// Stats counts deliveries by state. Pending excludes leased deliveries
+// (those an attempt is running for), which Leased counts.
 type Stats struct {
 	Pending   int `json:"pending"`
 	Leased    int `json:"leased"`

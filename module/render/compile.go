@@ -199,8 +199,11 @@ func compile(c Config) (*Webhook, error) {
 		return nil, errors.New("timeout, max_attempts, backoff and max_age must not be negative")
 	case p.backoffMax < p.backoffMin:
 		return nil, fmt.Errorf("backoff: the longest delay (%s) is shorter than the first (%s)", p.backoffMax, p.backoffMin)
-	case p.maxAttempts > 1000:
-		return nil, fmt.Errorf("max_attempts %d is more than 1000; use max_age to keep retrying for long", p.maxAttempts)
+	case p.timeout > MaxTimeout:
+		// a delivery is leased for its timeout: a huge one would park it
+		return nil, fmt.Errorf("timeout %s is more than %s", p.timeout, MaxTimeout)
+	case p.maxAttempts > MaxAttempts:
+		return nil, fmt.Errorf("max_attempts %d is more than %d; use max_age (and backoff) to keep retrying for longer", p.maxAttempts, MaxAttempts)
 	}
 	return w, nil
 }

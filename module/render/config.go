@@ -52,6 +52,11 @@ const (
 	DefaultBackoffMin  = time.Second
 	DefaultBackoffMax  = time.Hour
 	DefaultMaxAge      = 72 * time.Hour
+	// MaxAttempts bounds max_attempts: queues keep the last 50 attempts of
+	// a delivery, and the attempt count is read from that history.
+	MaxAttempts = 50
+	// MaxTimeout bounds a webhook's per-attempt timeout.
+	MaxTimeout = 10 * time.Minute
 	// MaxWebhooksPerEvent is the per-target, per-event limit of SPEC §7.
 	MaxWebhooksPerEvent = 40
 )

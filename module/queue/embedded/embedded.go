@@ -165,6 +165,10 @@ func Open(opts Options) (*Queue, error) {
 	db, err := bbolt.Open(opts.Path, 0o600, &bbolt.Options{
 		Timeout: opts.lockTimeout,
 		MaxSize: opts.maxSize,
+		// A queue churns pages all the time; the hashmap freelist keeps
+		// allocation fast when the free list gets long. It is an in-memory
+		// choice only, not part of the file format.
+		FreelistType: bbolt.FreelistMapType,
 	})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -412,7 +416,7 @@ func (q *Queue) run(batch []*op) {
 		if bad >= 0 {
 			// One op could not be written (say a value too large): it alone
 			// fails, and the others run again in a fresh transaction.
-			finish(batch[bad], fmt.Errorf("writing to queue file %s: %w", q.path, q.commitErr(badErr)))
+			finish(batch[bad], fmt.Errorf("storing in queue file %s failed and nothing of this request was stored: %w", q.path, badErr))
 			batch = append(batch[:bad:bad], batch[bad+1:]...)
 			continue
 		}

@@ -1239,21 +1239,30 @@ func TestPruneManyChunks(t *testing.T) {
 		ds = append(ds, delivery(fmt.Sprint("d", i), "a"))
 	}
 	enqueue(t, q, "", ds...)
-	// Concurrently, so group commit keeps this fast.
-	var wg sync.WaitGroup
-	for w := range 32 {
-		wg.Go(func() {
-			for i := w; i < n; i += 32 {
-				if err := q.Ack(ctx, fmt.Sprint("d", i), queue.Attempt{}); err != nil {
-					t.Error(err)
-				}
-				if _, _, err := q.Enqueue(ctx, fmt.Sprint("k", i), nil); err != nil {
-					t.Error(err)
-				}
+	// Ack them and add dedup keys in one transaction; one by one would cost
+	// thousands of fsyncs.
+	err := q.write(ctx, func(t *txn) error {
+		for i := range n {
+			id := fmt.Sprint("d", i)
+			d, err := t.load(id)
+			if err != nil {
+				return err
 			}
-		})
+			old := *d
+			d.State, d.FinishedAt = queue.Delivered, clk.Now()
+			if err := t.save(&old, d); err != nil {
+				return err
+			}
+			key := "k" + id
+			t.put(t.b.dedup, []byte(key), append(u64(nanos(clk.Now())), "[]"...))
+			t.put(t.b.dedupTime, timeKey(clk.Now(), key), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
+	checkConsistency(t, q)
 	clk.Add(time.Second)
 	if err := q.Prune(ctx, clk.Now(), clk.Now()); err != nil {
 		t.Fatal(err)
@@ -1261,7 +1270,7 @@ func TestPruneManyChunks(t *testing.T) {
 	if s := stats(t, q); s != (queue.Stats{}) {
 		t.Errorf("stats = %+v", s)
 	}
-	err := q.db.View(func(tx *bbolt.Tx) error {
+	err = q.db.View(func(tx *bbolt.Tx) error {
 		for _, b := range allBuckets {
 			if string(b) == "meta" {
 				continue

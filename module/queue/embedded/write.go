@@ -141,7 +141,9 @@ func (q *Queue) Enqueue(ctx context.Context, dedupKey string, ds []*queue.Delive
 // per candidate, in due order, right before taking it: false means the
 // delivery is leased, so skip may count what it lets through. skip runs on
 // the committer goroutine inside the write transaction: it must be fast and
-// must not call the queue.
+// must not call the queue. In the rare case that another op in the same
+// transaction fails to write and the transaction is run again, skip is
+// called again for the same candidates.
 func (q *Queue) Lease(ctx context.Context, now time.Time, max int, lease time.Duration, skip func(destination string) bool) ([]*queue.Delivery, error) {
 	if max <= 0 {
 		return nil, nil
