@@ -72,7 +72,7 @@ func TestKill9(t *testing.T) {
 	})
 	home := t.TempDir()
 	bin := buildCaddy(t, home)
-	const addr = "127.0.0.1:9180"
+	addr := fmt.Sprintf("127.0.0.1:%d", httpPort+100)
 	config := filepath.Join(home, "Caddyfile")
 	os.WriteFile(config, []byte(fmt.Sprintf(`{
 	admin off
