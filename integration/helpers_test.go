@@ -24,6 +24,18 @@ func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
 	return tester
 }
 
+// newTesterWithQueue is startCaddy with extra options in `queue embedded`.
+func newTesterWithQueue(t *testing.T, queueOpts, callhookGlobals, site string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	cfg := strings.Replace(caddyfile(t.TempDir(), callhookGlobals, site), "\t\t\tpath ", "\t\t\t"+queueOpts+"\n\t\t\tpath ", 1)
+	tester.InitServer(cfg, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tester
+}
+
 func caddyfile(queueDir, callhookGlobals, site string) string {
 	return fmt.Sprintf(`{
 	admin localhost:%d
