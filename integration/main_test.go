@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
@@ -27,6 +28,9 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	// Caddy computes these two when its package loads, before TestMain runs.
+	caddy.ConfigAutosavePath = filepath.Join(dir, "config", "caddy", "autosave.json")
+	caddy.DefaultStorage.Path = filepath.Join(dir, "data", "caddy")
 	// Ports can be moved so that two checkouts can run these tests at once.
 	adminPort = envPort("CALLHOOK_TEST_ADMIN_PORT", 2999)
 	httpPort = envPort("CALLHOOK_TEST_HTTP_PORT", 9080)

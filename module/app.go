@@ -101,6 +101,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.guard = delivery.NewGuard(prefixes)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering callhook metrics: %v", err)
+	}
 	return nil
 }
 

@@ -60,6 +60,9 @@ func newEngine(b QueueBackend, s settings, logger *zap.Logger) (*engine, error) 
 			Workers:        s.workers,
 			PerDestination: s.perDestination,
 			Logger:         logger,
+			// The engine outlives configs, so it reports to the
+			// package-level collectors, not to a config's registry.
+			Observer: outcomeMetrics{},
 		}),
 		logger:    logger,
 		settings:  s,
@@ -68,6 +71,7 @@ func newEngine(b QueueBackend, s settings, logger *zap.Logger) (*engine, error) 
 	}
 	e.pool.Start()
 	go e.pruneLoop()
+	metrics.queue.track(e)
 	return e, nil
 }
 
@@ -112,6 +116,7 @@ func (e *engine) pruneLoop() {
 // Destruct drains in-flight attempts (bounded) and closes the queue. It is
 // called by the usage pool when the last config using this queue stops.
 func (e *engine) Destruct() error {
+	metrics.queue.untrack(e)
 	close(e.stopPrune)
 	<-e.pruneDone
 	e.mu.Lock()

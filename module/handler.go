@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/mapping"
@@ -143,6 +144,24 @@ const defaultMaxBody = 1 << 20
 // Provision compiles every expression and template. It opens nothing.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	if err := h.compile(caddy.NewReplacer()); err != nil {
+		return err
+	}
+	for _, w := range h.Webhooks {
+		initWebhookSeries(h.Target, w.Name)
+	}
+	appIface, err := ctx.App("callhook")
+	if err != nil {
+		return fmt.Errorf("loading the callhook app: %v", err)
+	}
+	h.app = appIface.(*App)
+	return nil
+}
+
+// compile resolves defaults and placeholders and compiles every expression
+// and template. Provision and `caddy callhook render` share it, so the
+// preview compiles exactly what a running server would.
+func (h *Handler) compile(repl *caddy.Replacer) error {
 	if h.Target == "" {
 		h.Target = "default"
 	}
@@ -153,10 +172,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.loc = time.UTC
 	if h.Timezone != "" {
 		if h.loc, err = time.LoadLocation(h.Timezone); err != nil {
-			return fmt.Errorf("timezone %q: not an IANA zone name such as Europe/Kyiv", h.Timezone)
+			return fmt.Errorf("target %s: timezone %q: not an IANA zone name such as Europe/Kyiv", h.Target, h.Timezone)
 		}
 	}
-	repl := caddy.NewReplacer()
+	h.token = nil
 	if h.Token != "" {
 		h.token = []byte(repl.ReplaceKnown(h.Token, ""))
 		if len(h.token) == 0 {
@@ -166,7 +185,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
-	h.hooks = h.hooks[:0]
+	h.hooks = nil
 	for _, w := range h.Webhooks {
 		hook, err := render.Compile(w.config(repl, h))
 		if err != nil {
@@ -174,15 +193,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.hooks = append(h.hooks, hook)
 	}
-	if err := render.CheckSet(h.Target, h.hooks); err != nil {
-		return err
-	}
-	appIface, err := ctx.App("callhook")
-	if err != nil {
-		return fmt.Errorf("loading the callhook app: %v", err)
-	}
-	h.app = appIface.(*App)
-	return nil
+	return render.CheckSet(h.Target, h.hooks)
 }
 
 // config resolves {env.*} and the handler's defaults into a render.Config.
@@ -269,14 +280,14 @@ type answer struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.token != nil && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="callhook"`)
-		return writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token> or ?token=<token>")
+		return h.reject(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token> or ?token=<token>")
 	}
 	var body []byte
 	if h.Passthrough && r.Body != nil {
 		// the next handler needs the body too
 		b, err := io.ReadAll(io.LimitReader(r.Body, h.MaxBody+1))
 		if err != nil {
-			return writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+			return h.reject(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		}
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -299,9 +310,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if ie.Status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", intake.AllowedMethods)
 			}
-			return writeError(w, ie.Status, ie.Msg)
+			return h.reject(w, ie.Status, ie.Msg)
 		}
-		return writeError(w, http.StatusBadRequest, err.Error())
+		return h.reject(w, http.StatusBadRequest, err.Error())
 	}
 
 	now := time.Now()
@@ -311,11 +322,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			continue
 		}
 		if d := hook.Render(ev, h.Target, render.NewID(), now); d != nil {
-			if d.State == queue.Dead {
-				h.logger.Error("webhook could not be rendered; its delivery is stored dead",
-					zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
-					zap.String("webhook", d.Webhook), zap.String("delivery_id", d.ID), zap.String("reason", d.LastError))
-			}
 			ds = append(ds, d)
 		}
 	}
@@ -324,6 +330,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		h.logger.Error("event not accepted: the queue could not store it",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID), zap.Error(err))
+		countEvent(h.Target, ev.Name, eventRejected, http.StatusServiceUnavailable)
 		w.Header().Set("Retry-After", "5")
 		msg := "the delivery queue cannot accept events right now; retry later"
 		if errors.Is(err, queue.ErrFull) {
@@ -337,12 +344,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	status := http.StatusAccepted
 	if dup {
 		status = http.StatusOK
+		countEvent(h.Target, ev.Name, eventDuplicate, status)
 		h.logger.Info("duplicate event: already accepted, nothing queued",
-			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID))
+			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
+			zap.Array("deliveries", refList(refs)))
 	} else {
+		countEvent(h.Target, ev.Name, eventAccepted, status)
 		h.logger.Info("event accepted",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
-			zap.Int("deliveries", len(refs)))
+			zap.Array("deliveries", refList(refs)))
+		// Logged once stored: a render error of an event that was then not
+		// stored (queue error, duplicate) left nothing behind to look for.
+		for _, d := range ds {
+			if d.State != queue.Dead {
+				continue
+			}
+			countDeadOnArrival(d)
+			h.logger.Error("webhook could not be rendered; its delivery is stored dead (fix the webhook and have the source send the event again)",
+				zap.String("target", d.Target), zap.String("event", d.Event), zap.String("call_id", d.CallID),
+				zap.String("webhook", d.Webhook), zap.String("delivery_id", d.ID), zap.String("reason", d.LastError))
+		}
 	}
 	if h.Passthrough {
 		if repl != nil {
@@ -352,6 +373,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	return writeJSON(w, status, answer{Event: ev.Name, Target: h.Target, Deliveries: refs})
+}
+
+// reject answers a request that brought no event callhook can store, and
+// counts it. Like Caddy's own handler errors, client errors are logged at
+// debug level (a public endpoint gets scanned) and server errors at error.
+// The event label stays empty: names from a rejected request are the
+// sender's choice and would make the metric's cardinality unbounded.
+func (h *Handler) reject(w http.ResponseWriter, status int, msg string) error {
+	countEvent(h.Target, "", eventRejected, status)
+	lvl := zapcore.DebugLevel
+	if status >= 500 {
+		lvl = zapcore.ErrorLevel
+	}
+	if ce := h.logger.Check(lvl, "event rejected"); ce != nil {
+		ce.Write(zap.String("target", h.Target), zap.Int("status", status), zap.String("reason", msg))
+	}
+	return writeError(w, status, msg)
+}
+
+// refList logs an answer's deliveries as [{"webhook":..,"delivery_id":..}].
+type refList []queue.Ref
+
+// MarshalLogArray implements zapcore.ArrayMarshaler.
+func (rs refList) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, r := range rs {
+		err := enc.AppendObject(zapcore.ObjectMarshalerFunc(func(enc zapcore.ObjectEncoder) error {
+			enc.AddString("webhook", r.Webhook)
+			enc.AddString("delivery_id", r.ID)
+			return nil
+		}))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *Handler) authorized(r *http.Request) bool {
