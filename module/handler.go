@@ -321,7 +321,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if !hook.Fires(ev.Name) {
 			continue
 		}
-		if d := hook.Render(ev, h.Target, render.NewID(), now); d != nil {
+		if d := renderSafely(hook, ev, h.Target, now); d != nil {
 			ds = append(ds, d)
 		}
 	}
@@ -408,6 +408,22 @@ func (rs refList) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 		}
 	}
 	return nil
+}
+
+// renderSafely turns a panic while rendering (none is known) into a dead
+// delivery, so one webhook can never take the event, or the process, down.
+func renderSafely(hook *render.Webhook, ev *intake.Event, target string, now time.Time) (d *queue.Delivery) {
+	id := render.NewID()
+	defer func() {
+		if r := recover(); r != nil {
+			d = &queue.Delivery{
+				ID: id, Target: target, Event: ev.Name, CallID: ev.CallID, Webhook: hook.Name(),
+				CreatedAt: now, State: queue.Dead,
+				LastError: fmt.Sprintf("webhook %s: rendering panicked: %v", hook.Name(), r),
+			}
+		}
+	}()
+	return hook.Render(ev, target, id, now)
 }
 
 func (h *Handler) authorized(r *http.Request) bool {

@@ -20,11 +20,17 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
 // DefaultMaxResponse is how much of a response body an attempt keeps.
 const DefaultMaxResponse = 64 << 10
+
+// maxResponseHeader bounds a response's header block. net/http's default
+// is 10 MiB, read into memory by every worker a receiver keeps busy.
+const maxResponseHeader = 64 << 10
 
 // DefaultUserAgent is sent when SenderOptions.UserAgent is empty.
 const DefaultUserAgent = "caddy-callhook"
@@ -48,6 +54,9 @@ type SenderOptions struct {
 	MaxResponse int
 	// Now gives the attempt start and webhook-timestamp (default time.Now).
 	Now func() time.Time
+	// Resolver looks up receivers' host names (default: the system's).
+	// Whatever it answers, the guard checks the address dialled.
+	Resolver *net.Resolver
 }
 
 // Sender makes single delivery attempts. It is safe for concurrent use and
@@ -104,7 +113,8 @@ func NewSender(o SenderOptions) *Sender {
 		// Control sees the address actually being connected to, after DNS
 		// resolution, for every connection: checking here rather than on the
 		// URL's host defeats DNS rebinding and hosts that resolve inward.
-		Control: s.control,
+		Control:  s.control,
+		Resolver: o.Resolver,
 	}
 	s.transport = &http.Transport{
 		// A proxy would make the dialled address the proxy's, bypassing the
@@ -119,7 +129,8 @@ func NewSender(o SenderOptions) *Sender {
 		ExpectContinueTimeout: time.Second,
 		// Keep the response body exactly as the receiver sent it, and don't
 		// let a small gzip stream inflate past what we meant to read.
-		DisableCompression: true,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxResponseHeader,
 	}
 	s.client = &http.Client{
 		Transport: s.transport,
@@ -316,8 +327,10 @@ func (s *Sender) build(ctx context.Context, d *queue.Delivery, start time.Time) 
 		if !validHeaderName(name) {
 			return nil, fmt.Sprintf("invalid header name %q", name)
 		}
-		if strings.ContainsAny(value, "\r\n\x00") {
-			return nil, fmt.Sprintf("invalid value for header %s: contains a line break or NUL", name)
+		if !httpguts.ValidHeaderFieldValue(value) {
+			// net/http refuses these on every attempt, so it is not worth
+			// a retry; CR and LF would split the header.
+			return nil, fmt.Sprintf("invalid value for header %s: contains a line break, NUL or another control character", name)
 		}
 		if strings.EqualFold(name, "Host") {
 			req.Host = value // net/http ignores a Host entry in Header

@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/callhook/caddy-callhook/module/intake"
@@ -53,6 +56,10 @@ const (
 const (
 	maxNodes     = 2000
 	memoryBudget = 1_000_000
+	// maxSource bounds an expression's length. expr's parser recurses once
+	// per "(" before it counts nodes, so a megabyte of parentheses in a
+	// config overflows the stack, which is fatal, not a panic.
+	maxSource = 64 << 10
 )
 
 // Program is one compiled expression.
@@ -79,9 +86,13 @@ func compile(source string, kind Kind, env any) (*Program, error) {
 	if strings.TrimSpace(source) == "" {
 		return nil, errors.New("empty expression")
 	}
+	if len(source) > maxSource {
+		return nil, fmt.Errorf("expression %s is %d bytes long; at most %d are allowed", quoteShort(source), len(source), maxSource)
+	}
 	opts := []expr.Option{
 		expr.Env(env),
 		expr.Patch(lenientCoalesce{}),
+		expr.Patch(loopBudget{}),
 		expr.MaxNodes(maxNodes),
 	}
 	opts = append(opts, functions...)
@@ -90,7 +101,11 @@ func compile(source string, kind Kind, env any) (*Program, error) {
 	}
 	prog, err := expr.Compile(source, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("expression %q: %w", source, err)
+		var fe *file.Error
+		if errors.As(err, &fe) {
+			shortenSnippet(fe, source)
+		}
+		return nil, fmt.Errorf("expression %s: %w", quoteShort(source), err)
 	}
 	return &Program{source: source, prog: prog}, nil
 }
@@ -112,9 +127,52 @@ func (p *Program) Run(env any) (out any, err error) {
 	}()
 	out, err = m.Run(p.prog, env)
 	if err != nil {
+		if strings.Contains(err.Error(), "memory budget exceeded") {
+			return nil, fmt.Errorf("the expression allocates or loops over more than %d values for one event: %w", memoryBudget, err)
+		}
 		return nil, err
 	}
 	return out, nil
+}
+
+// shortenSnippet cuts expr's copy of the failing line down to a window
+// around the caret: expr repeats the whole line, and a dot per column
+// under it, which for a long expression is a message of many kilobytes.
+func shortenSnippet(fe *file.Error, source string) {
+	const width = 120
+	lines := strings.Split(source, "\n")
+	if fe.Line < 1 || fe.Line > len(lines) {
+		return
+	}
+	line := []rune(strings.ReplaceAll(lines[fe.Line-1], "\t", " "))
+	if len(line) <= width || fe.Column < 0 || fe.Column > len(line) {
+		return
+	}
+	start := max(0, min(fe.Column-width/2, len(line)-width))
+	end := min(len(line), start+width)
+	var pre, post string
+	if start > 0 {
+		pre = "…"
+	}
+	if end < len(line) {
+		post = "…"
+	}
+	dots := fe.Column - start + utf8.RuneCountInString(pre)
+	fe.Snippet = "\n | " + pre + string(line[start:end]) + post + "\n | " + strings.Repeat(".", dots) + "^"
+}
+
+// quoteShort quotes an expression for an error message, shortened: expr's
+// own message already shows the line with a caret under the problem.
+func quoteShort(source string) string {
+	const limit = 200
+	if len(source) <= limit {
+		return strconv.Quote(source)
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(source[cut]) {
+		cut--
+	}
+	return strconv.Quote(source[:cut]) + "…"
 }
 
 // RunBool evaluates a Bool program.
@@ -145,6 +203,32 @@ func (lenientCoalesce) Visit(n *ast.Node) {
 	if _, isChain := b.Left.(*ast.ChainNode); m.found && !isChain {
 		ast.Patch(&b.Left, &ast.ChainNode{Node: b.Left})
 	}
+}
+
+// loopBudget charges every iteration of a predicate (the {...} of all, map,
+// filter, reduce, ...) to expr's memory budget, by evaluating a one-element
+// range before the body: expr counts ranges against the budget but has no
+// step limit, so without this `let r = 1..1000; all(r, {all(r, {all(r,
+// {true})})})` runs for minutes while allocating almost nothing. Nested
+// loops over big arrays now fail the budget like big allocations do.
+type loopBudget struct{}
+
+func (loopBudget) Visit(n *ast.Node) {
+	p, ok := (*n).(*ast.PredicateNode)
+	if !ok {
+		return
+	}
+	loc := p.Node.Location()
+	one := func() ast.Node {
+		i := &ast.IntegerNode{Value: 1}
+		i.SetLocation(loc)
+		return i
+	}
+	tick := &ast.BinaryNode{Operator: "..", Left: one(), Right: one()}
+	tick.SetLocation(loc)
+	seq := &ast.SequenceNode{Nodes: []ast.Node{tick, p.Node}}
+	seq.SetLocation(loc)
+	p.Node = seq
 }
 
 type markOptional struct{ found bool }

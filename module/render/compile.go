@@ -34,6 +34,7 @@ type Webhook struct {
 	xmlRoot  string
 	policy   policy
 	inQuery  bool // form params go in the URL's query (GET, DELETE)
+	urlDots  bool // the URL as written has a "." or ".." path segment
 	hasBody  bool
 	ctHeader bool // config sets its own Content-Type
 }
@@ -167,7 +168,7 @@ func compile(c Config) (*Webhook, error) {
 		}
 	}
 
-	if w.url, err = parseURL(c.URL, names); err != nil {
+	if w.url, w.urlDots, err = parseURL(c.URL, names); err != nil {
 		return nil, err
 	}
 	for _, h := range c.Headers {
@@ -224,8 +225,8 @@ func compileHeader(h Header, params []string) (headerTemplate, error) {
 	if slices.Contains(forbiddenHeaders, lower) || strings.HasPrefix(lower, "webhook-") {
 		return headerTemplate{}, fmt.Errorf("header %s cannot be set by config: the client sets Host, Content-Length, Transfer-Encoding and Connection, and webhook-* are the Standard Webhooks headers", h.Name)
 	}
-	if strings.ContainsAny(h.Value, "\r\n\x00") {
-		return headerTemplate{}, fmt.Errorf("header %s: the value contains CR, LF or NUL", h.Name)
+	if !httpguts.ValidHeaderFieldValue(h.Value) {
+		return headerTemplate{}, fmt.Errorf("header %s: the value contains CR, LF, NUL or another control character", h.Name)
 	}
 	t, err := parseTemplate(h.Value, params, escapeNone)
 	if err != nil {
@@ -236,27 +237,43 @@ func compileHeader(h Header, params []string) (headerTemplate, error) {
 
 // parseURL checks the URL with every {param.X} standing in as a plain value,
 // then splits it into a template that escapes each value for where it is:
-// path segment, query or fragment.
-func parseURL(raw string, params []string) (template, error) {
+// path segment, query or fragment. dots reports a "." or ".." path segment
+// written in the URL itself, which the renderer then leaves alone.
+// safeURL is raw without its query, fragment and credentials, for error
+// messages: {env.*} is already expanded here and may have put a token there.
+func safeURL(raw string) string {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i] + "?…"
+	}
+	if i := strings.Index(raw, "://"); i >= 0 {
+		if at := strings.IndexByte(raw[i+3:], '@'); at >= 0 && !strings.Contains(raw[i+3:i+3+at], "/") {
+			raw = raw[:i+3] + "…@" + raw[i+3+at+1:]
+		}
+	}
+	return raw
+}
+
+func parseURL(raw string, params []string) (t template, dots bool, err error) {
 	if raw == "" {
-		return template{}, errors.New("no url: add `url https://...`")
+		return template{}, false, errors.New("no url: add `url https://...`")
 	}
 	probe, err := parseTemplate(raw, params, escapeNone)
 	if err != nil {
-		return template{}, fmt.Errorf("url: %w", err)
+		return template{}, false, fmt.Errorf("url: %w", err)
 	}
 	u, err := url.Parse(probe.fill(func(string) string { return "x" }))
 	if err != nil {
-		return template{}, fmt.Errorf("url %q: %v", raw, err)
+		return template{}, false, fmt.Errorf("url %q: %v", safeURL(raw), err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return template{}, fmt.Errorf("url %q: the scheme must be http or https", raw)
+		return template{}, false, fmt.Errorf("url %q: the scheme must be http or https", safeURL(raw))
 	}
 	if u.Host == "" {
-		return template{}, fmt.Errorf("url %q: no host", raw)
+		return template{}, false, fmt.Errorf("url %q: no host", safeURL(raw))
 	}
 	if u.User != nil {
-		return template{}, fmt.Errorf("url %q: credentials in the URL would be logged; use `header Authorization ...` instead", raw)
+		return template{}, false, fmt.Errorf("url %q: credentials in the URL would be logged; use `header Authorization ...` instead", safeURL(raw))
 	}
-	return parseTemplate(raw, params, escapePath)
+	t, err = parseTemplate(raw, params, escapePath)
+	return t, hasDotSegment(u.EscapedPath()), err
 }

@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/callhook/caddy-callhook/encoders"
 	"github.com/callhook/caddy-callhook/module/intake"
@@ -114,7 +116,20 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 	rawURL := w.url.fill(lookup)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("url %q is not valid after filling in the params: %v", rawURL, err)
+		// Not the URL itself: its query may hold a token from {env.*}.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("url is not valid after filling in the params (a param in the host?): %v", err)
+	}
+	if u.User != nil {
+		return errors.New("url: the params put credentials (user@) in the URL; a host param must be a plain host name")
+	}
+	if !w.urlDots && hasDotSegment(u.EscapedPath()) {
+		// Receivers resolve these, so a value could step out of the path
+		// the config names (/calls/{param.id}/notes with id "..").
+		return errors.New(`url: a param value makes a "." or ".." path segment, which would change the path the config names`)
 	}
 	d.Destination = u.Scheme + "://" + u.Host
 	d.Request.Method = w.method
@@ -144,12 +159,29 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 	}
 	for _, h := range w.headers {
 		v := h.value.fill(lookup)
-		if h.value.hasParams() && strings.ContainsAny(v, "\r\n\x00") {
-			return fmt.Errorf("header %s: the rendered value contains CR, LF or NUL", h.name)
+		if h.value.hasParams() && !httpguts.ValidHeaderFieldValue(v) {
+			// net/http would refuse it on every attempt; CR and LF would
+			// otherwise split the header.
+			return fmt.Errorf("header %s: the rendered value contains CR, LF, NUL or another control character", h.name)
 		}
 		d.Request.Header = append(d.Request.Header, [2]string{h.name, v})
 	}
 	return nil
+}
+
+// hasDotSegment reports whether an escaped URL path has a "." or ".."
+// segment, in any spelling a receiver may normalise ("%2e", "%2E").
+func hasDotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if len(seg) > 6 {
+			continue
+		}
+		switch strings.ReplaceAll(strings.ToLower(seg), "%2e", ".") {
+		case ".", "..":
+			return true
+		}
+	}
+	return false
 }
 
 // formatTimes applies the webhook's date format and timezone to every time

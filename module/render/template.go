@@ -10,9 +10,10 @@ import (
 type escaping int
 
 const (
-	escapeNone  escaping = iota
-	escapePath           // before '?': path segment escaping
-	escapeQuery          // after '?': query escaping
+	escapeNone     escaping = iota
+	escapePath              // before '?': path segment escaping
+	escapeQuery             // after '?': query escaping
+	escapeFragment          // after '#': like query, but a space is %20 ('+' is literal there)
 )
 
 // template is text with {param.NAME} holes, parsed once at load.
@@ -30,17 +31,18 @@ type part struct {
 // after {env.*} expansion is an error: it would be sent literally.
 func parseTemplate(s string, params []string, esc escaping) (template, error) {
 	var t template
-	inQuery := false
+	pos := esc // where the text so far has got to: path, query or fragment
 	for len(s) > 0 {
 		i := strings.IndexByte(s, '{')
 		if i < 0 {
-			t.addText(s, &inQuery, esc)
+			t.addText(s, &pos)
 			break
 		}
-		t.addText(s[:i], &inQuery, esc)
+		t.addText(s[:i], &pos)
 		j := strings.IndexByte(s[i:], '}')
 		if j < 0 {
-			return template{}, fmt.Errorf("unclosed placeholder in %q", s)
+			// not quoting s: it may be a header value holding a secret
+			return template{}, fmt.Errorf("unclosed placeholder: a { at byte %d has no }", i)
 		}
 		ph := s[i+1 : i+j]
 		name, ok := strings.CutPrefix(ph, "param.")
@@ -50,22 +52,23 @@ func parseTemplate(s string, params []string, esc escaping) (template, error) {
 		if !slices.Contains(params, name) {
 			return template{}, fmt.Errorf("{param.%s} names no param of this webhook: declare `param %s <expression>`", name, name)
 		}
-		e := esc
-		if esc == escapePath && inQuery {
-			e = escapeQuery
-		}
-		t.parts = append(t.parts, part{text: name, param: true, escape: e})
+		t.parts = append(t.parts, part{text: name, param: true, escape: pos})
 		s = s[i+j+1:]
 	}
 	return t, nil
 }
 
-func (t *template) addText(s string, inQuery *bool, esc escaping) {
+// addText appends literal text and moves pos past a '?' or '#' in it.
+func (t *template) addText(s string, pos *escaping) {
 	if s == "" {
 		return
 	}
-	if esc == escapePath && strings.ContainsAny(s, "?#") {
-		*inQuery = true
+	if *pos != escapeNone {
+		if strings.Contains(s, "#") {
+			*pos = escapeFragment
+		} else if *pos == escapePath && strings.Contains(s, "?") {
+			*pos = escapeQuery
+		}
 	}
 	t.parts = append(t.parts, part{text: s})
 }
@@ -88,6 +91,8 @@ func (t template) fill(value func(name string) string) string {
 			b.WriteString(url.PathEscape(v))
 		case escapeQuery:
 			b.WriteString(url.QueryEscape(v))
+		case escapeFragment:
+			b.WriteString(strings.ReplaceAll(url.QueryEscape(v), "+", "%20"))
 		default:
 			b.WriteString(v)
 		}
