@@ -60,7 +60,8 @@ type App struct {
 	backend QueueBackend
 	guard   *delivery.Guard
 	logger  *zap.Logger
-	engine  atomic.Value // *engine, set by Start; handlers may run before it
+	engine  atomic.Value  // *engine, set by Start; handlers may run before it
+	started chan struct{} // closed by Start once engine is set
 }
 
 // QueueBackend is implemented by `callhook.queues.*` modules.
@@ -84,6 +85,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the app. It opens nothing and starts nothing.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.started = make(chan struct{})
 	if a.QueueRaw == nil {
 		a.QueueRaw = json.RawMessage(`{"backend":"embedded"}`)
 	}
@@ -157,6 +159,7 @@ func (a *App) Start() error {
 		e.configure(a.settings())
 	}
 	a.engine.Store(e)
+	close(a.started)
 	a.logger.Info("callhook started", zap.String("queue", key), zap.Bool("reused", loaded))
 	return nil
 }
@@ -198,9 +201,33 @@ func (a *App) settings() settings {
 func (a *App) enqueue(ctx context.Context, dedupKey string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
 	e := a.loadEngine()
 	if e == nil {
+		e = a.waitStarted(ctx)
+	}
+	if e == nil {
 		return nil, false, errNotStarted
 	}
 	return e.enqueue(ctx, dedupKey, ds)
+}
+
+// startWait bounds how long an event waits for this app's Start.
+const startWait = 5 * time.Second
+
+// waitStarted waits briefly for Start. Caddy starts a config's apps in no
+// fixed order, so on every start and reload the new HTTP server may hand a
+// request to a handler whose callhook app has not started yet; answering
+// 503 then would turn a routine reload into failed events.
+func (a *App) waitStarted(ctx context.Context) *engine {
+	if a.started == nil {
+		return nil
+	}
+	t := time.NewTimer(startWait)
+	defer t.Stop()
+	select {
+	case <-a.started:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return a.loadEngine()
 }
 
 func (a *App) loadEngine() *engine {

@@ -128,5 +128,10 @@ func (e *engine) Destruct() error {
 		e.logger.Warn("stopped before every in-flight delivery finished; they will be retried on the next start",
 			zap.Duration("drain_timeout", drain), zap.Error(err))
 	}
+	// Nothing sends through this engine any more; its kept-alive
+	// connections to receivers would otherwise hold a goroutine pair and a
+	// file descriptor each for up to the transport's 90s idle timeout after
+	// a reload that moved to another queue.
+	e.sender.CloseIdleConnections()
 	return e.q.Close()
 }
