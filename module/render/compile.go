@@ -204,7 +204,7 @@ func compile(c Config) (*Webhook, error) {
 		// a delivery is leased for its timeout: a huge one would park it
 		return nil, fmt.Errorf("timeout %s is more than %s", p.timeout, MaxTimeout)
 	case p.maxAttempts > MaxAttempts:
-		return nil, fmt.Errorf("max_attempts %d is more than %d; use max_age (and backoff) to keep retrying for longer", p.maxAttempts, MaxAttempts)
+		return nil, fmt.Errorf("max_attempts %d is more than %d; raise backoff (for example backoff 1m 1h) to spread attempts over a longer outage", p.maxAttempts, MaxAttempts)
 	}
 	return w, nil
 }
