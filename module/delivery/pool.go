@@ -83,6 +83,9 @@ type Pool struct {
 	stop   chan struct{} // closed by Stop: lease nothing more
 	wake   chan struct{} // capacity 1: Notify and freed slots coalesce
 	wg     sync.WaitGroup
+	// recording holds a token for each finished attempt whose outcome is
+	// still being written; see work.
+	recording chan struct{}
 
 	mu          sync.Mutex
 	workers     int
@@ -128,6 +131,7 @@ func NewPool(o PoolOptions) *Pool {
 	p.perDest = o.PerDestination
 	p.perDestAuto = o.PerDestination <= 0
 	p.setWorkersLocked(o.Workers)
+	p.recording = make(chan struct{}, p.workers)
 	return p
 }
 
@@ -357,7 +361,14 @@ func attemptNumber(d *queue.Delivery) int {
 
 func (p *Pool) work(d *queue.Delivery) {
 	defer p.wg.Done()
-	defer p.finished(d.Destination)
+	slot := true
+	free := func() {
+		if slot {
+			slot = false
+			p.finished(d.Destination)
+		}
+	}
+	defer free()
 
 	pol := withDefaults(d.Policy)
 	n := attemptNumber(d)
@@ -380,6 +391,20 @@ func (p *Pool) work(d *queue.Delivery) {
 		// is recorded and it goes out first thing after the restart.
 		p.release(d, "attempt interrupted by shutdown")
 		return
+	}
+
+	// The attempt is over, so its slot (and its destination's) goes to the
+	// next delivery now rather than after the outcome is written: that
+	// waits for a queue commit (an fsync) during which the worker would
+	// only sit idle. The delivery stays leased until the write lands, so
+	// nobody sends it again meanwhile. At most `workers` outcomes wait like
+	// this; past that a worker keeps its slot, so a stalled disk slows
+	// sending down instead of piling up goroutines.
+	select {
+	case p.recording <- struct{}{}:
+		free()
+		defer func() { <-p.recording }()
+	default:
 	}
 
 	now := p.now()

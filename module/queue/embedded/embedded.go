@@ -9,7 +9,7 @@
 //
 //	deliveries       id                 -> JSON of queue.Delivery (the record)
 //	due              next_attempt + id  -> Destination    (every Pending one, leased or not)
-//	leased           id                 -> nil            (Pending with a lease)
+//	leased           id                 -> leased_until   (Pending with a lease; the record itself does not hold it)
 //	done             finished_at + id   -> created_at     (Delivered, for Prune)
 //	state_pending    created_at + id    -> nil            (List by state, newest first)
 //	state_delivered  created_at + id    -> nil
@@ -23,7 +23,11 @@
 // first key later than now and examines at most leaseScanLimit keys per call,
 // so a paused destination with a huge backlog cannot make every Lease O(n).
 // A lease moves the due key to now+lease (visibility timeout): if the worker
-// dies the delivery becomes due again by itself.
+// dies the delivery becomes due again by itself. A lease is written to the
+// due and leased indexes only: the record keeps its pre-lease NextAttempt
+// and no LeasedUntil, and every read of a record takes both from the leased
+// index (withLease). So leasing, which every attempt does, decodes and
+// encodes no JSON in the committer.
 //
 // The counters in meta are updated in the same transaction as the records,
 // so Stats is O(1) and always consistent with the data.

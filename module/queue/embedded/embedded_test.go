@@ -163,6 +163,7 @@ func checkConsistency(t testing.TB, q *Queue) {
 			if err != nil {
 				return err
 			}
+			withLease(b.leased, d)
 			if d.ID != string(k) {
 				return fmt.Errorf("record %q holds id %q", k, d.ID)
 			}

@@ -27,8 +27,11 @@ func (q *Queue) Get(ctx context.Context, id string) (*queue.Delivery, error) {
 			return fmt.Errorf("delivery %q: %w", id, queue.ErrNotFound)
 		}
 		var err error
-		d, err = decode(id, v)
-		return err
+		if d, err = decode(id, v); err != nil {
+			return err
+		}
+		withLease(tx.Bucket(bucketLeased), d)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -143,6 +146,7 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) ([]*queue.Delivery, st
 			heads[i] = head{c, k}
 		}
 		deliveries := tx.Bucket(bucketDeliveries)
+		leased := tx.Bucket(bucketLeased)
 		var last []byte
 		for len(out) < limit {
 			best := -1
@@ -178,6 +182,7 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) ([]*queue.Delivery, st
 			if err != nil {
 				return err
 			}
+			withLease(leased, d)
 			out = append(out, d)
 			last = key
 		}

@@ -166,7 +166,23 @@ func (t *txn) load(id string) (*queue.Delivery, error) {
 	if v == nil {
 		return nil, nil
 	}
-	return decode(id, v)
+	d, err := decode(id, v)
+	if err != nil {
+		return nil, err
+	}
+	withLease(t.b.leased, d)
+	return d, nil
+}
+
+// withLease sets d's lease from the leased index. Lease records a lease
+// there only, not in the record, so leasing costs the committer no JSON;
+// whoever reads a record must add it. A record written before that (an
+// older file) carries its own lease, and its index value is empty.
+func withLease(leased *bbolt.Bucket, d *queue.Delivery) {
+	if v := leased.Get([]byte(d.ID)); len(v) == 8 {
+		until := keyTime(v)
+		d.LeasedUntil, d.NextAttempt = until, until
+	}
 }
 
 func decode(id string, v []byte) (*queue.Delivery, error) {
@@ -193,7 +209,7 @@ func (t *txn) entries(d *queue.Delivery) []entry {
 			entry{t.b.pending, created, nil},
 			entry{t.b.due, timeKey(d.NextAttempt, d.ID), []byte(d.Destination)})
 		if !d.LeasedUntil.IsZero() {
-			es = append(es, entry{t.b.leased, []byte(d.ID), nil})
+			es = append(es, entry{t.b.leased, []byte(d.ID), u64(nanos(d.LeasedUntil))})
 		}
 	case queue.Delivered:
 		es = append(es,

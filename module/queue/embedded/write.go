@@ -153,11 +153,12 @@ func (q *Queue) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 	}
 	until := now.Add(lease)
 	nowKey := nanos(now)
-	var out []*queue.Delivery
+	untilVal := u64(nanos(until))
+	var raws [][]byte
 	err := q.write(ctx, func(t *txn) error {
-		out = nil
+		raws = nil
 		// Collect first: bbolt cursors are not valid across writes.
-		var keys [][]byte
+		var keys, dests [][]byte
 		c := t.b.due.Cursor()
 		examined := 0
 		for k, v := c.First(); k != nil && len(keys) < max && examined < leaseScanLimit; k, v = c.Next() {
@@ -169,33 +170,53 @@ func (q *Queue) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 				continue
 			}
 			keys = append(keys, clone(k))
+			dests = append(dests, clone(v))
 		}
-		for _, k := range keys {
-			id := string(k[8:])
-			d, err := t.load(id)
-			if err != nil {
-				return err
-			}
-			if d == nil || d.State != queue.Pending {
+		// Only the indexes change (see withLease): the record is copied out
+		// as it is and decoded by the caller, outside the committer.
+		for i, k := range keys {
+			id := k[8:]
+			v := t.b.deliveries.Get(id)
+			if v == nil {
 				// Cannot happen unless the file was damaged; dropping the
 				// entry keeps it from blocking the head of the queue.
-				q.log.Warn("queue due index entry without a pending delivery; removing it",
-					zap.String("path", q.path), zap.String("id", id))
+				q.log.Warn("queue due index entry without a delivery; removing it",
+					zap.String("path", q.path), zap.String("id", string(id)))
 				t.del(t.b.due, k)
 				continue
 			}
-			old := *d
-			d.LeasedUntil = until
-			d.NextAttempt = until
-			if err := t.save(&old, d); err != nil {
-				return err
+			if t.b.leased.Get(id) == nil { // an expired lease stays counted as leased
+				cs := t.counts()
+				cs.pending--
+				cs.leased++
+				t.cDirty = true
 			}
-			out = append(out, d)
+			t.del(t.b.due, k)
+			t.put(t.b.due, timeKey(until, string(id)), dests[i])
+			t.put(t.b.leased, id, untilVal)
+			raws = append(raws, clone(v))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	out := make([]*queue.Delivery, 0, len(raws))
+	for _, raw := range raws {
+		d := new(queue.Delivery)
+		if err := json.Unmarshal(raw, d); err != nil {
+			return nil, fmt.Errorf("queue record is corrupt: %w", err)
+		}
+		if d.State != queue.Pending {
+			// Cannot happen unless the file was damaged: the due index only
+			// holds pending deliveries. Not sending it is all that can be
+			// done here; its lease keeps it from being picked again at once.
+			q.log.Warn("queue due index entry for a delivery that is not pending; skipping it",
+				zap.String("path", q.path), zap.String("id", d.ID), zap.String("state", string(d.State)))
+			continue
+		}
+		d.LeasedUntil, d.NextAttempt = until, until
+		out = append(out, d)
 	}
 	return out, nil
 }
