@@ -138,17 +138,26 @@ func (a *adminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, out)
 }
 
-// handleGet answers GET /callhook/deliveries/<id>, with the stored request.
-func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request, id string) error {
+// delivery finds the running engine and one delivery in its queue.
+func (a *adminAPI) delivery(ctx context.Context, id string) (*engine, *queue.Delivery, error) {
 	e, _, err := a.engine()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
-	defer cancel()
 	d, err := e.q.Get(ctx, id)
 	if err != nil {
-		return a.getError(e, id, err)
+		return nil, nil, a.getError(e, id, err)
+	}
+	return e, d, nil
+}
+
+// handleGet answers GET /callhook/deliveries/<id>, with the stored request.
+func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request, id string) error {
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	_, d, err := a.delivery(ctx, id)
+	if err != nil {
+		return err
 	}
 	v := viewDelivery(d, -1)
 	v.Request = viewRequest(d, false)
@@ -166,15 +175,11 @@ func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request, id string) 
 
 // handleRetry answers POST /callhook/deliveries/<id>/retry.
 func (a *adminAPI) handleRetry(w http.ResponseWriter, r *http.Request, id string) error {
-	e, _, err := a.engine()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	d, err := e.q.Get(ctx, id)
+	e, d, err := a.delivery(ctx, id)
 	if err != nil {
-		return a.getError(e, id, err)
+		return err
 	}
 	if err := retryable(d); err != nil {
 		return err
