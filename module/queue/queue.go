@@ -1,9 +1,62 @@
-// Package queue defines the durable delivery queue that every backend implements.
+// Package queue defines the durable delivery queue that every backend
+// implements, split in two halves:
 //
-// The interface is deliberately small so that a distributed backend on an
-// existing engine can implement it: enqueue an event's deliveries atomically
-// with its dedup key, lease due work, record an attempt's outcome (ack,
-// reschedule, dead), list, get, and put dead deliveries back.
+//   - [Work] is the delivery path: enqueue one event envelope (the event and
+//     all its rendered deliveries, atomically, with its dedup key); lease due
+//     deliveries with a declarative [LeaseRequest] as a long poll; record
+//     each attempt's outcome against the lease's [Token], so a holder whose
+//     lease expired cannot overwrite a newer attempt.
+//   - [Store] is the operator's side: get, list (indexed, paged, bounded),
+//     stats, retry and delete dead deliveries, stored events for replay,
+//     pauses, and the retention prune. Attempt history and response excerpts
+//     are kept apart from the work item, so leasing never reads them.
+//
+// Every backend runs the conformance suite in package queuetest unchanged.
+//
+// # Semantics every backend keeps
+//
+//   - Enqueue is all or none and returns only once the envelope is durable.
+//     A dedup key seen within the dedup window stores nothing and returns the
+//     first envelope's event ID and refs.
+//   - A delivery is leased by at most one holder at a time. A lease that is
+//     not acked, retried, killed, released or extended before it ends makes
+//     the delivery due again; outcomes with the old token then fail with
+//     [ErrStaleLease].
+//   - Leasing is fair: a destination or webhook whose budget in the request
+//     is used up, or a paused webhook, is skipped in constant time whatever
+//     its backlog, and never delays deliveries for others.
+//   - Ordering: deliveries that share a non-empty [Delivery.OrderKey] are
+//     leased one at a time in enqueue order; the next one becomes eligible
+//     when the earlier one is delivered or dead.
+//   - After a crash every delivery that was not acknowledged is due again
+//     (at least once).
+//
+// # Mapping onto NATS JetStream
+//
+// The contract is shaped so that a JetStream backend needs no other shape:
+//
+//   - Enqueue: one atomic batch publish (server 2.12+) of the event record and
+//     every delivery to a work-queue stream, subject
+//     <prefix>.work.<destination-hash>.<webhook-hash>; the dedup key is a
+//     create-only put with a TTL in a key-value bucket (not the stream's
+//     in-memory duplicate window), written before the batch and deleted if
+//     the batch fails. Dead-on-arrival deliveries go to the state bucket
+//     directly.
+//   - Lease: a pull consumer's Fetch with a max wait is the long poll; the
+//     lease is the consumer's AckWait, Extend is InProgress. Budgets and
+//     pauses are applied by the holder: a message it cannot take now is
+//     moved out of the ack-pending window (re-published with a schedule or
+//     kept in the state bucket) rather than NAKed with a delay, so it
+//     cannot stall the consumer. Token = stream sequence + delivery count.
+//   - Ack / Retry / Dead / Release: Ack the message and write the delivery's
+//     new state (and its attempt under a separate key) to key-value buckets
+//     with an expected revision, which fences stale holders; a retry after a
+//     delay is a scheduled re-publish (Nats-Schedule), never a bare Nak.
+//   - OrderKey: a key-value entry per order key naming the sequence of its
+//     head; later deliveries wait in the state bucket until it moves.
+//   - Store: the state bucket holds every delivery's record; listing reads
+//     per-index buckets (state, webhook, event, call_id, target); stats are
+//     the stream's and buckets' counters; pauses are a bucket of their own.
 package queue
 
 import (
@@ -16,10 +69,25 @@ import (
 type State string
 
 const (
-	Pending   State = "pending"   // waiting for its next attempt (includes leased ones)
-	Delivered State = "delivered" // a 2xx was received
-	Dead      State = "dead"      // gave up; kept and retryable by hand
+	// Pending: waiting for its next attempt (due now, scheduled for later,
+	// or held back behind an earlier delivery of its order key).
+	Pending State = "pending"
+	// Leased: a worker holds it and an attempt may be running.
+	Leased State = "leased"
+	// Delivered: a 2xx was received.
+	Delivered State = "delivered"
+	// Dead: gave up; kept and retryable by hand.
+	Dead State = "dead"
 )
+
+// Valid reports whether s is one of the four states.
+func (s State) Valid() bool {
+	switch s {
+	case Pending, Leased, Delivered, Dead:
+		return true
+	}
+	return false
+}
 
 // Request is the outbound HTTP request, rendered once at ingest and stored.
 // Only the webhook-timestamp and webhook-signature headers are added per attempt.
@@ -60,6 +128,7 @@ type Attempt struct {
 // Delivery is one webhook request for one event.
 type Delivery struct {
 	ID      string `json:"id"`
+	EventID string `json:"event_id,omitempty"`
 	Target  string `json:"target"`
 	Event   string `json:"event"`
 	CallID  string `json:"call_id"`
@@ -67,32 +136,119 @@ type Delivery struct {
 	// Destination groups deliveries that hit the same receiver (scheme://host:port),
 	// so one slow receiver can be kept from taking every worker.
 	Destination string `json:"destination"`
+	// OrderKey, when set, makes the backend lease deliveries with the same
+	// key one at a time, in enqueue order (the `ordered` webhook option).
+	OrderKey string `json:"order_key,omitempty"`
 
 	Request Request `json:"request"`
 	Policy  Policy  `json:"policy"`
 
 	State     State     `json:"state"`
 	CreatedAt time.Time `json:"created_at"`
-	// NextAttempt is when the delivery is due (pending), or when its lease
-	// expires (leased).
-	NextAttempt time.Time `json:"next_attempt"`
+	// RetriedAt is when the delivery was last put back by hand; attempts
+	// before it belong to an earlier life and do not count against
+	// max_attempts.
+	RetriedAt time.Time `json:"retried_at,omitzero"`
+	// NextAttempt is when the delivery is due (pending).
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	// LeasedUntil is non-zero while a worker holds the delivery.
 	LeasedUntil time.Time `json:"leased_until,omitzero"`
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	// LastError is the reason of the last failure (or the render error of a
-	// delivery that was dead on arrival).
+	// delivery that was dead on arrival). It is cleared on delivery.
 	LastError string `json:"last_error,omitempty"`
-	// Attempts is the attempt history, oldest first. Backends may keep only
-	// the newest 50. Attempts that started before CreatedAt belong to an
-	// earlier life of the delivery: a manual retry sets CreatedAt anew.
+	// AttemptCount is the number of attempts made in the current life (since
+	// CreatedAt or RetriedAt), whether or not History is loaded.
+	AttemptCount int `json:"attempt_count"`
+	// Attempts is the attempt history, oldest first, filled by Store.Get
+	// only. Backends keep at least the newest 50.
 	Attempts []Attempt `json:"attempts,omitempty"`
 }
+
+// WebhookKey names a webhook across targets ("target/webhook"), the unit of
+// per-webhook budgets and pauses.
+func (d *Delivery) WebhookKey() string { return WebhookKey(d.Target, d.Webhook) }
+
+// WebhookKey is the key of a webhook in budgets and pauses.
+func WebhookKey(target, webhook string) string { return target + "/" + webhook }
 
 // Ref names a delivery in an ingest answer.
 type Ref struct {
 	ID      string `json:"id"`
 	Webhook string `json:"webhook"`
+	State   State  `json:"state,omitempty"`
+	// Error is the render error of a delivery that was dead on arrival.
+	Error string `json:"error,omitempty"`
 }
+
+// Event is an accepted call event as it came in, kept for retention so a
+// dead-on-arrival delivery can be rendered again and an event replayed.
+type Event struct {
+	ID         string    `json:"id"`
+	Target     string    `json:"target"`
+	Name       string    `json:"event"`
+	CallID     string    `json:"call_id"`
+	ReceivedAt time.Time `json:"received_at"`
+	// Data is the decoded event (backend-opaque bytes; the handler's encoding).
+	Data []byte `json:"data,omitempty"`
+}
+
+// Envelope is what one accepted event puts into the queue, all or none.
+type Envelope struct {
+	Event Event
+	// DedupKey, when not empty, makes a second envelope with the same key
+	// within the dedup window a duplicate.
+	DedupKey   string
+	Deliveries []*Delivery
+}
+
+// EnqueueResult answers Enqueue.
+type EnqueueResult struct {
+	// EventID is the stored event's ID: the new one, or on a duplicate the
+	// first envelope's.
+	EventID string
+	Refs    []Ref
+	// Duplicate is true when DedupKey was already known: nothing was stored.
+	Duplicate bool
+}
+
+// LeaseRequest says declaratively what a holder can take now.
+type LeaseRequest struct {
+	// Max is the most deliveries to hand out (at least 1).
+	Max int
+	// Lease is the visibility timeout: how long the holder has before the
+	// delivery is due again unless extended.
+	Lease time.Duration
+	// Wait is how long to wait for work when none can be handed out now (a
+	// long poll); 0 returns at once. The call also returns when ctx ends,
+	// with what it has (possibly nothing) and no error if it has some.
+	Wait time.Duration
+
+	// DestinationBudget is how many more deliveries per Destination the
+	// holder can take; a destination not in the map gets
+	// DefaultDestinationBudget, and 0 there means unlimited. Deliveries
+	// without a Destination are not capped.
+	DestinationBudget        map[string]int
+	DefaultDestinationBudget int
+	// WebhookBudget caps, per WebhookKey, how many more deliveries of that
+	// webhook the holder can take (concurrency, rate tokens); a webhook not
+	// in the map is unlimited.
+	WebhookBudget map[string]int
+	// Paused webhooks (by WebhookKey) are not leased at all.
+	Paused map[string]bool
+}
+
+// Lease is one leased delivery. Delivery.Attempts is not loaded.
+type Lease struct {
+	Delivery *Delivery
+	Token    Token
+	Until    time.Time
+}
+
+// Token identifies one lease of one delivery; outcomes carry it so that a
+// holder whose lease expired (and the delivery leased again) is refused.
+// It is opaque to callers.
+type Token string
 
 // Filter selects deliveries for List. Empty fields match everything.
 type Filter struct {
@@ -101,17 +257,46 @@ type Filter struct {
 	Event   string
 	CallID  string
 	Target  string
-	Limit   int    // 0 means a backend default (100)
+	EventID string
+	Limit   int    // 0 means a backend default (100); at most 1000
 	Cursor  string // opaque; from the previous page
 }
 
-// Stats counts deliveries by state. Pending excludes leased deliveries
-// (those an attempt is running for), which Leased counts.
+// Page is one page of List.
+type Page struct {
+	Deliveries []*Delivery
+	// Next is the cursor of the next page, "" at the end.
+	Next string
+}
+
+// Stats counts deliveries by state.
 type Stats struct {
 	Pending   int `json:"pending"`
 	Leased    int `json:"leased"`
 	Delivered int `json:"delivered"`
 	Dead      int `json:"dead"`
+	// OldestPending is the CreatedAt of the oldest pending or leased
+	// delivery, zero when there is none.
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
+}
+
+// Pause records that a webhook is paused.
+type Pause struct {
+	Target  string    `json:"target"`
+	Webhook string    `json:"webhook"`
+	Since   time.Time `json:"since"`
+	Reason  string    `json:"reason"`
+}
+
+// PruneRequest says what the retention prune removes.
+type PruneRequest struct {
+	// DeliveredBefore removes delivered deliveries finished before it.
+	DeliveredBefore time.Time
+	// EventsBefore removes stored events received before it whose
+	// deliveries are all delivered or gone.
+	EventsBefore time.Time
+	// DedupBefore forgets dedup keys created before it.
+	DedupBefore time.Time
 }
 
 // Errors a backend returns; callers test them with errors.Is.
@@ -119,53 +304,83 @@ var (
 	// ErrFull means the queue cannot take more work now (cap reached, disk
 	// full); ingest answers 503 with Retry-After.
 	ErrFull = errors.New("queue is full")
-	// ErrNotFound means no delivery has that ID.
-	ErrNotFound = errors.New("delivery not found")
+	// ErrUnavailable means the backend cannot be reached now; ingest answers
+	// 503 with Retry-After.
+	ErrUnavailable = errors.New("queue is unavailable")
+	// ErrNotFound means no delivery (or event) has that ID.
+	ErrNotFound = errors.New("not found")
+	// ErrStaleLease means the token's lease ended and the delivery was
+	// leased again or finished: the outcome is not recorded.
+	ErrStaleLease = errors.New("lease is no longer held")
+	// ErrNotDead means a dead-only operation met a delivery in another state.
+	ErrNotDead = errors.New("delivery is not dead")
 	// ErrClosed means the queue was closed.
 	ErrClosed = errors.New("queue is closed")
 )
 
-// Queue is a durable delivery queue. All methods are safe for concurrent use.
-type Queue interface {
-	// Enqueue stores all deliveries of one event atomically together with its
-	// dedup key, and returns only once they are durable (fsync'd). If dedupKey
-	// was seen within the dedup window, nothing is stored and the refs of the
-	// original deliveries are returned with dup == true. Deliveries whose State
-	// is Dead are stored dead (render errors) and never leased.
-	Enqueue(ctx context.Context, dedupKey string, ds []*Delivery) (refs []Ref, dup bool, err error)
+// Work is the delivery path.
+type Work interface {
+	// Enqueue stores the envelope atomically and returns once it is durable.
+	// Deliveries whose State is Dead are stored dead (render errors) and
+	// never leased; the others are pending, due at their NextAttempt (zero:
+	// now).
+	Enqueue(ctx context.Context, env *Envelope) (EnqueueResult, error)
 
-	// Lease hands out up to max pending deliveries that are due at now, marks
-	// them leased until now+lease, and skips those whose Destination makes
-	// skip return true (it may be nil). A leased delivery that is neither
-	// acked, rescheduled nor killed before its lease ends is due again.
-	Lease(ctx context.Context, now time.Time, max int, lease time.Duration, skip func(destination string) bool) ([]*Delivery, error)
+	// Lease hands out up to req.Max due deliveries within req's budgets,
+	// waiting up to req.Wait for some (see LeaseRequest).
+	Lease(ctx context.Context, req LeaseRequest) ([]Lease, error)
 
 	// Ack records a successful attempt: the delivery is delivered.
-	Ack(ctx context.Context, id string, a Attempt) error
-	// Reschedule records a failed attempt and makes the delivery due at next.
-	Reschedule(ctx context.Context, id string, a Attempt, next time.Time) error
-	// Kill records a final failed attempt (a may be zero when there was none)
-	// and marks the delivery dead with reason.
-	Kill(ctx context.Context, id string, a Attempt, reason string) error
-	// Release ends a lease without an attempt (shutdown): due again at next.
-	Release(ctx context.Context, id string, next time.Time) error
+	Ack(ctx context.Context, t Token, a Attempt) error
+	// Retry records a failed attempt with its reason and makes the delivery
+	// due at next.
+	Retry(ctx context.Context, t Token, a Attempt, next time.Time, reason string) error
+	// Dead records a final failed attempt (a may be zero when there was
+	// none) and marks the delivery dead with reason.
+	Dead(ctx context.Context, t Token, a Attempt, reason string) error
+	// Release ends a lease without an attempt (shutdown, over budget): due
+	// again at next.
+	Release(ctx context.Context, t Token, next time.Time) error
+	// Extend moves the lease's end to until.
+	Extend(ctx context.Context, t Token, until time.Time) error
+}
 
-	// NextDue is the earliest NextAttempt among pending deliveries, and false
-	// when there is none. Dispatchers sleep until then.
-	NextDue(ctx context.Context) (time.Time, bool, error)
-
+// Store is the operator's side.
+type Store interface {
+	// Get returns one delivery with its attempt history.
 	Get(ctx context.Context, id string) (*Delivery, error)
-	// List returns deliveries matching f, newest first, and the cursor of the
-	// next page ("" at the end).
-	List(ctx context.Context, f Filter) ([]*Delivery, string, error)
-	// RetryDead makes dead deliveries pending again, due now, with a fresh
-	// attempt budget. No ids means every dead delivery. It returns how many.
-	RetryDead(ctx context.Context, ids ...string) (int, error)
+	// List returns deliveries matching f, newest first. It reads an index
+	// (never every record), honours ctx, and bounds the work of one call: a
+	// page may come back short with a Next cursor.
+	List(ctx context.Context, f Filter) (Page, error)
 	Stats(ctx context.Context) (Stats, error)
 
-	// Prune removes delivered deliveries finished before deliveredBefore and
-	// dedup keys created before dedupBefore.
-	Prune(ctx context.Context, deliveredBefore, dedupBefore time.Time) error
+	// RetryDead makes dead deliveries pending again, due now, with a fresh
+	// attempt budget (RetriedAt set, CreatedAt kept). No ids means every dead
+	// delivery. It returns how many.
+	RetryDead(ctx context.Context, ids ...string) (int, error)
+	// Redeliver replaces a dead delivery's request (and policy) with a newly
+	// rendered one and makes it pending, as RetryDead does; d.ID names it.
+	Redeliver(ctx context.Context, d *Delivery) error
+	// DeleteDead removes dead deliveries; it returns how many.
+	DeleteDead(ctx context.Context, ids ...string) (int, error)
 
+	// GetEvent returns a stored event.
+	GetEvent(ctx context.Context, id string) (*Event, error)
+
+	// SetPause pauses (p != nil) or resumes (p == nil) a webhook. Pauses
+	// survive restarts.
+	SetPause(ctx context.Context, target, webhook string, p *Pause) error
+	// Pauses lists paused webhooks.
+	Pauses(ctx context.Context) ([]Pause, error)
+
+	// Prune removes what retention no longer keeps.
+	Prune(ctx context.Context, r PruneRequest) error
+}
+
+// Queue is a durable delivery queue. All methods are safe for concurrent use.
+type Queue interface {
+	Work
+	Store
 	Close() error
 }
