@@ -321,9 +321,10 @@ var (
 // Work is the delivery path.
 type Work interface {
 	// Enqueue stores the envelope atomically and returns once it is durable.
-	// Deliveries whose State is Dead are stored dead (render errors) and
-	// never leased; the others are pending, due at their NextAttempt (zero:
-	// now).
+	// Deliveries whose State is Dead (render errors) or Delivered (sync
+	// calls, recorded with their one attempt in Attempts) are stored as they
+	// are and never leased; the others are pending, due at their NextAttempt
+	// (zero: now).
 	Enqueue(ctx context.Context, env *Envelope) (EnqueueResult, error)
 
 	// Lease hands out up to req.Max due deliveries within req's budgets,
