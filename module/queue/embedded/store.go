@@ -1,0 +1,718 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/callhook/caddy-callhook/module/queue"
+)
+
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+	// listScanBudget bounds the index entries one List call examines, so a
+	// filter that matches little cannot hold the store for long: the page
+	// comes back short with a cursor.
+	listScanBudget = 20000
+)
+
+// Get returns one delivery with its attempt history.
+func (q *Queue) Get(ctx context.Context, id string) (*queue.Delivery, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var d *queue.Delivery
+	err := q.reading(func() error {
+		var err error
+		d, err = q.load(id, true)
+		return err
+	})
+	return d, err
+}
+
+// load reads a delivery's records (and its history when asked) and lays
+// the in-memory lease over them.
+func (q *Queue) load(id string, history bool) (*queue.Delivery, error) {
+	sv, err := q.getRaw(staticKey(id))
+	if err != nil {
+		return nil, err
+	}
+	mv, err := q.getRaw(mutableKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if sv == nil || mv == nil {
+		return nil, fmt.Errorf("delivery %s: %w", id, queue.ErrNotFound)
+	}
+	d := &queue.Delivery{ID: id}
+	if err := decodeStatic(sv, d); err != nil {
+		return nil, fmt.Errorf("delivery %s: %w", id, err)
+	}
+	m, err := decodeMutable(mv)
+	if err != nil {
+		return nil, fmt.Errorf("delivery %s: %w", id, err)
+	}
+	fillMutable(d, &m)
+	q.sched.mu.Lock()
+	if lr := q.sched.leases[id]; lr != nil && m.state == queue.Pending {
+		d.State = queue.Leased
+		d.LeasedUntil = lr.until
+	}
+	q.sched.mu.Unlock()
+	if history {
+		pfx := attemptPrefix(id)
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+		if err != nil {
+			return nil, err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			a, err := decodeAttempt(it.Value())
+			if err != nil {
+				it.Close()
+				return nil, fmt.Errorf("delivery %s attempt: %w", id, err)
+			}
+			d.Attempts = append(d.Attempts, a)
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// List returns deliveries matching f, newest first (see queue.Store).
+func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
+	if f.State != "" && !f.State.Valid() {
+		return queue.Page{}, fmt.Errorf("unknown state %q: use pending, leased, delivered or dead", f.State)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	limit = min(limit, maxListLimit)
+	var cursor []byte
+	if f.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
+		if err != nil || len(c) == 0 || c[0] != pIndex {
+			return queue.Page{}, errors.New("the cursor is not one this queue handed out; start again without it")
+		}
+		cursor = c
+	}
+	if f.State == queue.Leased {
+		return q.listLeased(ctx, f, limit, cursor)
+	}
+	// The most selective index the filter names.
+	field, value := byte(ixState), ""
+	switch {
+	case f.CallID != "":
+		field, value = ixCallID, f.CallID
+	case f.EventID != "":
+		field, value = ixEventID, f.EventID
+	case f.Webhook != "":
+		field, value = ixWebhook, f.Webhook
+	case f.Event != "":
+		field, value = ixEvent, f.Event
+	case f.Target != "":
+		field, value = ixTarget, f.Target
+	case f.State != "":
+		value = string(stateByte(f.State))
+	}
+	var pfx []byte
+	if field == ixState && value == "" {
+		pfx = []byte{pIndex, ixState} // every delivery is in exactly one state range
+	} else {
+		pfx = indexPrefix(field, value)
+	}
+	var page queue.Page
+	err := q.reading(func() error {
+		upper := prefixEnd(pfx)
+		if cursor != nil {
+			if !bytes.HasPrefix(cursor, pfx) {
+				return errors.New("the cursor belongs to another filter; start again without it")
+			}
+			upper = cursor
+		}
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		type hit struct {
+			created time.Time
+			seq     []byte
+			d       *queue.Delivery
+		}
+		var hits []hit
+		examined := 0
+		var last []byte
+		for ok := it.Last(); ok; ok = it.Prev() {
+			examined++
+			if examined%256 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			k := it.Key()
+			last = append(last[:0], k...)
+			d, err := q.load(string(it.Value()), false)
+			if errors.Is(err, queue.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if matches(d, f) {
+				if err := q.fillHistory(d); err != nil {
+					return err
+				}
+				hits = append(hits, hit{d: d})
+				if len(hits) == limit {
+					break
+				}
+			}
+			if examined >= listScanBudget {
+				break
+			}
+		}
+		if err := it.Error(); err != nil {
+			return err
+		}
+		for _, h := range hits {
+			page.Deliveries = append(page.Deliveries, h.d)
+		}
+		// More may follow the last key examined, unless the range ended.
+		if last != nil && (len(hits) == limit || examined >= listScanBudget) {
+			if it.Prev() {
+				page.Next = base64.RawURLEncoding.EncodeToString(last)
+			}
+		}
+		return nil
+	})
+	return page, err
+}
+
+func (q *Queue) fillHistory(d *queue.Delivery) error {
+	pfx := attemptPrefix(d.ID)
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		a, err := decodeAttempt(it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		d.Attempts = append(d.Attempts, a)
+	}
+	return it.Close()
+}
+
+func matches(d *queue.Delivery, f queue.Filter) bool {
+	return (f.State == "" || d.State == f.State) &&
+		(f.Webhook == "" || d.Webhook == f.Webhook) &&
+		(f.Event == "" || d.Event == f.Event) &&
+		(f.CallID == "" || d.CallID == f.CallID) &&
+		(f.Target == "" || d.Target == f.Target) &&
+		(f.EventID == "" || d.EventID == f.EventID)
+}
+
+// listLeased lists the in-memory leases (at most as many as workers hold).
+func (q *Queue) listLeased(ctx context.Context, f queue.Filter, limit int, cursor []byte) (queue.Page, error) {
+	var page queue.Page
+	err := q.reading(func() error {
+		type item struct {
+			key []byte
+			id  string
+		}
+		q.sched.mu.Lock()
+		items := make([]item, 0, len(q.sched.leases))
+		for id, lr := range q.sched.leases {
+			items = append(items, item{indexKey(ixState, "l", lr.st.created, lr.m.seq), id})
+		}
+		q.sched.mu.Unlock()
+		sort.Slice(items, func(i, j int) bool { return bytes.Compare(items[i].key, items[j].key) > 0 })
+		var last []byte
+		for _, it := range items {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if cursor != nil && bytes.Compare(it.key, cursor) >= 0 {
+				continue
+			}
+			d, err := q.load(it.id, false)
+			if errors.Is(err, queue.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !matches(d, f) {
+				continue
+			}
+			if len(page.Deliveries) == limit {
+				page.Next = base64.RawURLEncoding.EncodeToString(last)
+				break
+			}
+			if err := q.fillHistory(d); err != nil {
+				return err
+			}
+			page.Deliveries = append(page.Deliveries, d)
+			last = it.key
+		}
+		return nil
+	})
+	return page, err
+}
+
+// Stats counts deliveries by state.
+func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return queue.Stats{}, err
+	}
+	var st queue.Stats
+	err := q.reading(func() error {
+		q.sched.mu.Lock()
+		leased := len(q.sched.leases)
+		lwm := q.sched.pendingLWM
+		var oldestLease time.Time
+		for _, lr := range q.sched.leases {
+			if oldestLease.IsZero() || lr.st.created.Before(oldestLease) {
+				oldestLease = lr.st.created
+			}
+		}
+		q.sched.mu.Unlock()
+		st = queue.Stats{
+			Pending:   int(q.pendingN.Load()) - leased,
+			Leased:    leased,
+			Delivered: int(q.deliveredN.Load()),
+			Dead:      int(q.deadN.Load()),
+		}
+		if st.Pending < 0 {
+			st.Pending = 0
+		}
+		if st.Pending+st.Leased == 0 {
+			return nil
+		}
+		// The oldest pending delivery: the first key of the pending state
+		// index, sought from its low-water mark (the drained front of the
+		// range is tombstones).
+		pfx := indexPrefix(ixState, string(stateByte(queue.Pending)))
+		lower := pfx
+		if lwm != nil && bytes.HasPrefix(lwm, pfx) {
+			lower = lwm
+		}
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(pfx)})
+		if err != nil {
+			return err
+		}
+		if it.First() {
+			k := it.Key()
+			st.OldestPending = nanoTime(int64(getU64(k[len(pfx):])))
+			q.sched.mu.Lock()
+			if q.sched.pendingLWM == nil || bytes.Compare(k, q.sched.pendingLWM) > 0 {
+				q.sched.pendingLWM = append([]byte(nil), k...)
+			}
+			q.sched.mu.Unlock()
+		}
+		if !oldestLease.IsZero() && (st.OldestPending.IsZero() || oldestLease.Before(st.OldestPending)) {
+			st.OldestPending = oldestLease
+		}
+		return it.Close()
+	})
+	return st, err
+}
+
+// GetEvent returns a stored event.
+func (q *Queue) GetEvent(ctx context.Context, id string) (*queue.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ev *queue.Event
+	err := q.reading(func() error {
+		v, err := q.getRaw(eventKey(id))
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return fmt.Errorf("event %s: %w", id, queue.ErrNotFound)
+		}
+		ev, err = decodeEvent(v)
+		return err
+	})
+	return ev, err
+}
+
+// readDead reads a delivery's records inside the committer and checks it is
+// dead.
+func readDead(w *wtx, id string) (static, mutable, []byte, error) {
+	sv, err := w.get(staticKey(id))
+	if err != nil {
+		return static{}, mutable{}, nil, err
+	}
+	mv, err := w.get(mutableKey(id))
+	if err != nil {
+		return static{}, mutable{}, nil, err
+	}
+	if sv == nil || mv == nil {
+		return static{}, mutable{}, nil, fmt.Errorf("delivery %s: %w", id, queue.ErrNotFound)
+	}
+	st, _, err := decodeStaticHead(sv)
+	if err != nil {
+		return static{}, mutable{}, nil, err
+	}
+	m, err := decodeMutable(mv)
+	if err != nil {
+		return static{}, mutable{}, nil, err
+	}
+	if m.state != queue.Dead {
+		return st, m, sv, fmt.Errorf("delivery %s is %s: %w", id, m.state, queue.ErrNotDead)
+	}
+	return st, m, sv, nil
+}
+
+// revive makes a dead delivery pending again, due now, with a fresh budget.
+func revive(w *wtx, id string, st static, m mutable) {
+	moveState(w, id, st, m.seq, queue.Dead, queue.Pending)
+	m.state = queue.Pending
+	m.retried = w.now
+	m.finished = time.Time{}
+	m.count = 0
+	m.next = w.now
+	m.gated = false
+	if st.orderKey != "" {
+		// A retried delivery goes to the back of its call's order.
+		busy, err := orderBusy(w, st.orderKey)
+		if err == nil {
+			m.orderSeq = w.nextSeq()
+			m.gated = busy
+			w.set(orderKey(st.orderKey, m.orderSeq), []byte(id))
+		}
+	}
+	if !m.gated {
+		putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), id, m.next, m.seq)
+	}
+	w.set(mutableKey(id), encodeMutable(&m))
+	w.c.dead--
+	w.c.pending++
+}
+
+// RetryDead makes dead deliveries pending again (see queue.Store).
+func (q *Queue) RetryDead(ctx context.Context, ids ...string) (int, error) {
+	return q.eachDead(ctx, ids, func(w *wtx, id string, st static, m mutable, _ []byte) {
+		revive(w, id, st, m)
+	})
+}
+
+// Redeliver replaces a dead delivery's request and policy and revives it.
+func (q *Queue) Redeliver(ctx context.Context, d *queue.Delivery) error {
+	if d == nil || d.ID == "" {
+		return errors.New("redeliver: no delivery")
+	}
+	n, err := q.eachDead(ctx, []string{d.ID}, func(w *wtx, id string, st static, m mutable, sv []byte) {
+		old := &queue.Delivery{ID: id}
+		if decodeStatic(sv, old) != nil {
+			return
+		}
+		old.Request, old.Policy = d.Request, d.Policy
+		w.set(staticKey(id), encodeStatic(old))
+		revive(w, id, st, m)
+	})
+	if err == nil && n == 0 {
+		return fmt.Errorf("delivery %s: %w", d.ID, queue.ErrNotDead)
+	}
+	return err
+}
+
+// DeleteDead removes dead deliveries.
+func (q *Queue) DeleteDead(ctx context.Context, ids ...string) (int, error) {
+	return q.eachDead(ctx, ids, func(w *wtx, id string, st static, m mutable, _ []byte) {
+		removeDelivery(w, id, st, m)
+		w.c.dead--
+	})
+}
+
+func removeDelivery(w *wtx, id string, st static, m mutable) {
+	deleteIndexes(w, st, m.seq, m.state)
+	w.del(staticKey(id))
+	w.del(mutableKey(id))
+	pfx := attemptPrefix(id)
+	_ = w.b.DeleteRange(pfx, prefixEnd(pfx), nil)
+}
+
+// eachDead runs f for the dead deliveries named (or all dead ones when none
+// is), in chunks. Named deliveries that are not dead are skipped; unknown
+// ones too (a list of IDs may be stale).
+func (q *Queue) eachDead(ctx context.Context, ids []string, f func(w *wtx, id string, st static, m mutable, sv []byte)) (int, error) {
+	total := 0
+	if len(ids) > 0 {
+		for start := 0; start < len(ids); start += chunk {
+			part := ids[start:min(start+chunk, len(ids))]
+			n := 0
+			err := q.write(ctx, true, func(w *wtx) error {
+				n = 0
+				for _, id := range part {
+					st, m, sv, err := readDead(w, id)
+					if errors.Is(err, queue.ErrNotFound) || errors.Is(err, queue.ErrNotDead) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					f(w, id, st, m, sv)
+					n++
+				}
+				return nil
+			})
+			total += n
+			if err != nil {
+				return total, err
+			}
+		}
+		return total, nil
+	}
+	pfx := indexPrefix(ixState, string(stateByte(queue.Dead)))
+	for {
+		n := 0
+		err := q.write(ctx, true, func(w *wtx) error {
+			n = 0
+			it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+			if err != nil {
+				return err
+			}
+			var batch []string
+			for ok := it.First(); ok && len(batch) < chunk; ok = it.Next() {
+				batch = append(batch, string(it.Value()))
+			}
+			if err := it.Close(); err != nil {
+				return err
+			}
+			for _, id := range batch {
+				st, m, sv, err := readDead(w, id)
+				if err != nil {
+					continue
+				}
+				f(w, id, st, m, sv)
+				n++
+			}
+			return nil
+		})
+		total += n
+		if err != nil || n < chunk {
+			return total, err
+		}
+	}
+}
+
+// SetPause pauses or resumes a webhook.
+func (q *Queue) SetPause(ctx context.Context, target, webhook string, p *queue.Pause) error {
+	k := pauseKey(queue.WebhookKey(target, webhook))
+	var v []byte
+	if p != nil {
+		pp := *p
+		pp.Target, pp.Webhook = target, webhook
+		var err error
+		if v, err = json.Marshal(pp); err != nil {
+			return err
+		}
+	}
+	return q.write(ctx, true, func(w *wtx) error {
+		if v == nil {
+			w.del(k)
+			w.fx(effect{kind: fxWake})
+		} else {
+			w.set(k, v)
+		}
+		return nil
+	})
+}
+
+// Pauses lists paused webhooks.
+func (q *Queue) Pauses(ctx context.Context) ([]queue.Pause, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []queue.Pause
+	err := q.reading(func() error {
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pPause}, UpperBound: []byte{pPause + 1}})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		for ok := it.First(); ok; ok = it.Next() {
+			var p queue.Pause
+			if err := json.Unmarshal(it.Value(), &p); err != nil {
+				return fmt.Errorf("pause record: %w", err)
+			}
+			out = append(out, p)
+		}
+		return it.Error()
+	})
+	return out, err
+}
+
+// Prune removes delivered deliveries, stored events and dedup keys past
+// retention, in chunks, then compacts the ranges it emptied so the disk
+// space comes back.
+func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
+	removed := 0
+	// Delivered deliveries.
+	if !r.DeliveredBefore.IsZero() {
+		upper := finishedKey(r.DeliveredBefore, 0)
+		for {
+			n, err := q.pruneChunk(ctx, []byte{pFinished}, upper, func(w *wtx, k, v []byte) {
+				id := string(v)
+				w.del(k)
+				sv, err1 := w.get(staticKey(id))
+				mv, err2 := w.get(mutableKey(id))
+				if err1 != nil || err2 != nil || sv == nil || mv == nil {
+					return
+				}
+				st, _, err1 := decodeStaticHead(sv)
+				m, err2 := decodeMutable(mv)
+				if err1 != nil || err2 != nil || m.state != queue.Delivered {
+					return
+				}
+				removeDelivery(w, id, st, m)
+				w.c.delivered--
+			})
+			removed += n
+			if err != nil {
+				return err
+			}
+			if n < chunk {
+				break
+			}
+		}
+	}
+	// Events whose deliveries are all gone.
+	if !r.EventsBefore.IsZero() {
+		upper := appendTime([]byte{pEventAt}, r.EventsBefore)
+		var from []byte
+		for {
+			n, kept, err := q.pruneEvents(ctx, from, upper)
+			removed += n
+			if err != nil {
+				return err
+			}
+			if kept == nil {
+				break
+			}
+			from = kept
+		}
+	}
+	// Dedup keys.
+	if !r.DedupBefore.IsZero() {
+		upper := appendTime([]byte{pDedupAt}, r.DedupBefore)
+		for {
+			n, err := q.pruneChunk(ctx, []byte{pDedupAt}, upper, func(w *wtx, k, _ []byte) {
+				w.del(k)
+				dk := string(k[9:])
+				if v, err := w.get(dedupKey(dk)); err == nil && v != nil {
+					if created, _, _, err := decodeDedup(v); err == nil && created.Before(r.DedupBefore) {
+						w.del(dedupKey(dk))
+					}
+				}
+			})
+			removed += n
+			if err != nil {
+				return err
+			}
+			if n < chunk {
+				break
+			}
+		}
+	}
+	if removed > 0 {
+		return q.reading(func() error {
+			// Compacting the whole (small) key space is what returns the
+			// space of deleted records and drops the tombstones.
+			return q.db.Compact(ctx, []byte{0}, []byte{0xff}, false)
+		})
+	}
+	return nil
+}
+
+// pruneChunk deletes up to chunk keys of [lower, upper) with del.
+func (q *Queue) pruneChunk(ctx context.Context, lower, upper []byte, del func(w *wtx, k, v []byte)) (int, error) {
+	n := 0
+	err := q.write(ctx, true, func(w *wtx) error {
+		n = 0
+		it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		type kv struct{ k, v []byte }
+		var kvs []kv
+		for ok := it.First(); ok && len(kvs) < chunk; ok = it.Next() {
+			kvs = append(kvs, kv{append([]byte(nil), it.Key()...), append([]byte(nil), it.Value()...)})
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		for _, e := range kvs {
+			del(w, e.k, e.v)
+		}
+		n = len(kvs)
+		return nil
+	})
+	return n, err
+}
+
+// pruneEvents removes up to chunk stored events before upper whose
+// deliveries are gone. It returns how many, and the key to go on from
+// (nil at the end).
+func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byte, error) {
+	n := 0
+	var next []byte
+	err := q.write(ctx, true, func(w *wtx) error {
+		n, next = 0, nil
+		lower := from
+		if lower == nil {
+			lower = []byte{pEventAt}
+		}
+		it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return err
+		}
+		var keys [][]byte
+		for ok := it.First(); ok; ok = it.Next() {
+			if len(keys) == chunk {
+				next = append([]byte(nil), it.Key()...)
+				break
+			}
+			keys = append(keys, append([]byte(nil), it.Key()...))
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			id := string(k[9:])
+			pfx := indexPrefix(ixEventID, id)
+			di, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+			if err != nil {
+				return err
+			}
+			has := di.First()
+			if err := di.Close(); err != nil {
+				return err
+			}
+			if has {
+				continue // a delivery of it is still kept
+			}
+			w.del(k)
+			w.del(eventKey(id))
+			n++
+		}
+		return nil
+	})
+	return n, next, err
+}

@@ -1,0 +1,572 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/callhook/caddy-callhook/module/queue"
+)
+
+// Enqueue stores an event envelope atomically (see queue.Work).
+func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueResult, error) {
+	if env == nil {
+		return queue.EnqueueResult{}, errors.New("enqueue: no envelope")
+	}
+	if err := validateEnvelope(env); err != nil {
+		return queue.EnqueueResult{}, err
+	}
+	if err := q.checkDisk(); err != nil {
+		return queue.EnqueueResult{}, err
+	}
+	// Encoding happens here, in the caller's goroutine: the committer only
+	// copies bytes.
+	type prepared struct {
+		d      *queue.Delivery
+		static []byte
+		lane   string
+	}
+	ps := make([]prepared, len(env.Deliveries))
+	pending := int64(0)
+	for i, d := range env.Deliveries {
+		if d.EventID == "" {
+			d.EventID = env.Event.ID
+		}
+		ps[i] = prepared{d: d, static: encodeStatic(d), lane: laneName(d.Destination, d.WebhookKey())}
+		if d.State == queue.Pending || d.State == "" {
+			pending++
+		}
+	}
+	evRec := encodeEvent(&env.Event)
+	var res queue.EnqueueResult
+	err := q.write(ctx, true, func(w *wtx) error {
+		res = queue.EnqueueResult{}
+		if env.DedupKey != "" {
+			v, err := w.get(dedupKey(env.DedupKey))
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				created, eventID, refs, err := decodeDedup(v)
+				if err == nil && w.now.Sub(created) < q.dedupWindow {
+					res = queue.EnqueueResult{EventID: eventID, Refs: refs, Duplicate: true}
+					return nil
+				}
+			}
+		}
+		if limit := q.maxPending.Load(); limit > 0 && pending > 0 && w.c.pending+pending > limit {
+			return fmt.Errorf("%w: %d deliveries are pending, the limit (max_pending) is %d", queue.ErrFull, w.c.pending, limit)
+		}
+		// Validated: write.
+		w.set(eventKey(env.Event.ID), evRec)
+		w.set(eventAtKey(env.Event.ReceivedAt, env.Event.ID), nil)
+		res.EventID = env.Event.ID
+		res.Refs = make([]queue.Ref, len(ps))
+		for i, p := range ps {
+			d := p.d
+			m := mutable{state: d.State, next: d.NextAttempt, seq: w.nextSeq()}
+			if m.state == "" {
+				m.state = queue.Pending
+			}
+			if m.next.IsZero() {
+				m.next = w.now
+			}
+			w.set(staticKey(d.ID), p.static)
+			st := static{eventID: d.EventID, target: d.Target, event: d.Event, callID: d.CallID,
+				webhook: d.Webhook, destination: d.Destination, orderKey: d.OrderKey, created: d.CreatedAt}
+			writeIndexes(w, d.ID, st, m.seq, m.state)
+			switch m.state {
+			case queue.Pending:
+				w.c.pending++
+				if d.OrderKey != "" {
+					busy, err := orderBusy(w, d.OrderKey)
+					if err != nil {
+						return err
+					}
+					m.orderSeq = m.seq
+					m.gated = busy
+					w.set(orderKey(d.OrderKey, m.orderSeq), []byte(d.ID))
+				}
+				if !m.gated {
+					putDue(w, p.lane, d.ID, m.next, m.seq)
+				}
+			case queue.Dead:
+				w.c.dead++
+				m.finished = d.FinishedAt
+				if m.finished.IsZero() {
+					m.finished = w.now
+				}
+				m.lastError = d.LastError
+			case queue.Delivered:
+				w.c.delivered++
+				m.finished = d.FinishedAt
+				if m.finished.IsZero() {
+					m.finished = w.now
+				}
+				w.set(finishedKey(m.finished, m.seq), []byte(d.ID))
+			}
+			for _, a := range d.Attempts {
+				w.set(attemptKey(d.ID, m.hist), encodeAttempt(a))
+				m.hist++
+				m.count++
+			}
+			if m.state != queue.Delivered {
+				m.lastError = d.LastError
+			}
+			w.set(mutableKey(d.ID), encodeMutable(&m))
+			res.Refs[i] = queue.Ref{ID: d.ID, Webhook: d.Webhook, State: m.state}
+			if m.state == queue.Dead {
+				res.Refs[i].Error = d.LastError
+			}
+		}
+		if env.DedupKey != "" {
+			w.set(dedupKey(env.DedupKey), encodeDedup(w.now, env.Event.ID, res.Refs))
+			w.set(dedupAtKey(w.now, env.DedupKey), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return queue.EnqueueResult{}, err
+	}
+	return res, nil
+}
+
+func validateEnvelope(env *queue.Envelope) error {
+	if env.Event.ID == "" {
+		return errors.New("enqueue: the event has no ID")
+	}
+	if len(env.Event.ID) > maxIDLen {
+		return fmt.Errorf("enqueue: event ID is %d bytes; at most %d", len(env.Event.ID), maxIDLen)
+	}
+	if len(env.DedupKey) > maxDedupKeyLen {
+		return fmt.Errorf("enqueue: dedup key is %d bytes; at most %d", len(env.DedupKey), maxDedupKeyLen)
+	}
+	seen := make(map[string]bool, len(env.Deliveries))
+	for _, d := range env.Deliveries {
+		switch {
+		case d == nil:
+			return errors.New("enqueue: nil delivery")
+		case d.ID == "":
+			return errors.New("enqueue: a delivery has no ID")
+		case len(d.ID) > maxIDLen:
+			return fmt.Errorf("enqueue: delivery ID is %d bytes; at most %d", len(d.ID), maxIDLen)
+		case seen[d.ID]:
+			return fmt.Errorf("enqueue: delivery ID %s appears twice", d.ID)
+		case d.State != "" && d.State != queue.Pending && d.State != queue.Dead && d.State != queue.Delivered:
+			return fmt.Errorf("enqueue: delivery %s has state %q; only pending, dead or delivered can be stored", d.ID, d.State)
+		}
+		seen[d.ID] = true
+	}
+	return nil
+}
+
+// writeIndexes writes the List index keys of a new delivery.
+func writeIndexes(w *wtx, id string, st static, seq uint64, state queue.State) {
+	v := []byte(id)
+	k := indexKey(ixState, string(stateByte(state)), st.created, seq)
+	w.set(k, v)
+	if state == queue.Pending {
+		w.fx(effect{kind: fxPendingIndex, key: k})
+	}
+	w.set(indexKey(ixWebhook, st.webhook, st.created, seq), v)
+	w.set(indexKey(ixTarget, st.target, st.created, seq), v)
+	w.set(indexKey(ixEvent, st.event, st.created, seq), v)
+	w.set(indexKey(ixCallID, st.callID, st.created, seq), v)
+	w.set(indexKey(ixEventID, st.eventID, st.created, seq), v)
+}
+
+func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
+	w.del(indexKey(ixState, string(stateByte(state)), st.created, seq))
+	w.del(indexKey(ixWebhook, st.webhook, st.created, seq))
+	w.del(indexKey(ixTarget, st.target, st.created, seq))
+	w.del(indexKey(ixEvent, st.event, st.created, seq))
+	w.del(indexKey(ixCallID, st.callID, st.created, seq))
+	w.del(indexKey(ixEventID, st.eventID, st.created, seq))
+}
+
+// moveState moves a delivery's state-index key.
+func moveState(w *wtx, id string, st static, seq uint64, from, to queue.State) {
+	w.del(indexKey(ixState, string(stateByte(from)), st.created, seq))
+	k := indexKey(ixState, string(stateByte(to)), st.created, seq)
+	w.set(k, []byte(id))
+	if to == queue.Pending {
+		w.fx(effect{kind: fxPendingIndex, key: k})
+	}
+}
+
+func putDue(w *wtx, laneN, id string, due time.Time, seq uint64) []byte {
+	k := dueKey(lanePrefix(laneN), due, seq)
+	w.set(k, []byte(id))
+	w.fx(effect{kind: fxDue, lane: laneN, key: k, due: due})
+	return k
+}
+
+// orderBusy reports whether an order key has a delivery in flight.
+func orderBusy(w *wtx, key string) (bool, error) {
+	pfx := orderPrefix(key)
+	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return false, err
+	}
+	busy := it.First()
+	return busy, it.Close()
+}
+
+// orderAdvance takes a finished delivery out of its order key and makes
+// the next one due.
+func orderAdvance(w *wtx, key string, seq uint64) error {
+	w.del(orderKey(key, seq))
+	pfx := orderPrefix(key)
+	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return err
+	}
+	var nextID string
+	if it.First() {
+		nextID = string(it.Value())
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if nextID == "" {
+		return nil
+	}
+	mv, err := w.get(mutableKey(nextID))
+	if err != nil || mv == nil {
+		return err
+	}
+	m, err := decodeMutable(mv)
+	if err != nil || !m.gated || m.state != queue.Pending {
+		return err
+	}
+	sv, err := w.get(staticKey(nextID))
+	if err != nil || sv == nil {
+		return err
+	}
+	st, _, err := decodeStaticHead(sv)
+	if err != nil {
+		return err
+	}
+	m.gated = false
+	w.set(mutableKey(nextID), encodeMutable(&m))
+	putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), nextID, m.next, m.seq)
+	return nil
+}
+
+// Lease hands out due deliveries within the request's budgets (see
+// queue.LeaseRequest), waiting up to req.Wait for some.
+func (q *Queue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Lease, error) {
+	if req.Max <= 0 {
+		return nil, fmt.Errorf("lease: max is %d; it must be at least 1", req.Max)
+	}
+	if req.Lease <= 0 {
+		return nil, fmt.Errorf("lease: lease duration is %s; it must be positive", req.Lease)
+	}
+	var deadline time.Time
+	if req.Wait > 0 {
+		deadline = time.Now().Add(req.Wait)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var out []queue.Lease
+		var wake time.Time
+		var changed chan struct{}
+		err := q.reading(func() error {
+			var err error
+			out, wake, changed, err = q.leaseOnce(req)
+			return err
+		})
+		if err != nil || len(out) > 0 || req.Wait <= 0 {
+			return out, err
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			return nil, nil
+		}
+		sleep := deadline.Sub(now)
+		if !wake.IsZero() {
+			// wake is on the queue's clock; tests may move it, so bound the
+			// sleep by it only when it is near.
+			if d := wake.Sub(q.now()); d < sleep {
+				sleep = max(d, time.Millisecond)
+			}
+		}
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// leaseOnce is one pass over the lanes. It returns what it leased, the
+// earliest time something may become leasable, and the channel that is
+// closed when work changes.
+func (q *Queue) leaseOnce(req queue.LeaseRequest) ([]queue.Lease, time.Time, chan struct{}, error) {
+	s := &q.sched
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := q.now()
+	s.sweep(now)
+	var out []queue.Lease
+	var wake time.Time
+	soonest := func(t time.Time) {
+		if !t.IsZero() && t != never && (wake.IsZero() || t.Before(wake)) {
+			wake = t
+		}
+	}
+	destUsed := map[string]int{}
+	hookUsed := map[string]int{}
+	n := len(s.ring)
+	start := s.rr
+	if n > 0 {
+		s.rr = (s.rr + 1) % n
+	}
+	for i := 0; i < n && len(out) < req.Max; i++ {
+		l := s.ring[(start+i)%n]
+		if req.Paused[l.hook] {
+			continue
+		}
+		if l.next == never || l.next.After(now) {
+			soonest(l.next)
+			continue
+		}
+		want := req.Max - len(out)
+		if l.dest != "" {
+			budget, ok := req.DestinationBudget[l.dest]
+			if !ok {
+				budget = req.DefaultDestinationBudget
+				if budget == 0 {
+					budget = -1
+				}
+			}
+			if budget >= 0 {
+				left := budget - destUsed[l.dest]
+				if left <= 0 {
+					continue
+				}
+				want = min(want, left)
+			}
+		}
+		if budget, ok := req.WebhookBudget[l.hook]; ok {
+			left := budget - hookUsed[l.hook]
+			if left <= 0 {
+				continue
+			}
+			want = min(want, left)
+		}
+		got, err := q.scanLane(l, now, want, req.Lease)
+		if err != nil {
+			return out, wake, s.changed, err
+		}
+		destUsed[l.dest] += len(got)
+		hookUsed[l.hook] += len(got)
+		out = append(out, got...)
+		soonest(l.next)
+	}
+	soonest(s.nextExpiry)
+	return out, wake, s.changed, nil
+}
+
+// scanLane leases up to want due deliveries of one lane. The caller holds
+// the scheduler's lock.
+func (q *Queue) scanLane(l *lane, now time.Time, want int, leaseFor time.Duration) ([]queue.Lease, error) {
+	lower := l.lwm
+	if lower == nil {
+		lower = l.pfx
+	}
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: l.end})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []queue.Lease
+	first := true
+	l.next = never
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if first {
+			l.lwm = append(l.lwm[:0:0], k...)
+			first = false
+		}
+		due, _, valid := parseDue(k, len(l.pfx))
+		if !valid {
+			continue
+		}
+		id := string(it.Value())
+		if q.sched.leases[id] != nil {
+			continue
+		}
+		if due.After(now) || len(out) == want {
+			l.next = due
+			break
+		}
+		lr, d, err := q.loadForLease(id, l, k)
+		if err != nil {
+			return out, err
+		}
+		if lr == nil {
+			continue // a due key without records: skip it (never written so)
+		}
+		lr.until = now.Add(leaseFor)
+		q.sched.addLease(lr)
+		d.State = queue.Leased
+		d.LeasedUntil = lr.until
+		out = append(out, queue.Lease{Delivery: d, Token: lr.token(), Until: lr.until})
+	}
+	return out, it.Error()
+}
+
+func (q *Queue) loadForLease(id string, l *lane, dk []byte) (*leaseRec, *queue.Delivery, error) {
+	sv, err := q.getRaw(staticKey(id))
+	if err != nil || sv == nil {
+		return nil, nil, err
+	}
+	mv, err := q.getRaw(mutableKey(id))
+	if err != nil || mv == nil {
+		return nil, nil, err
+	}
+	m, err := decodeMutable(mv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("delivery %s: %w", id, err)
+	}
+	if m.state != queue.Pending {
+		return nil, nil, nil
+	}
+	d := &queue.Delivery{ID: id}
+	if err := decodeStatic(sv, d); err != nil {
+		return nil, nil, fmt.Errorf("delivery %s: %w", id, err)
+	}
+	fillMutable(d, &m)
+	st := static{eventID: d.EventID, target: d.Target, event: d.Event, callID: d.CallID,
+		webhook: d.Webhook, destination: d.Destination, orderKey: d.OrderKey, created: d.CreatedAt}
+	lr := &leaseRec{id: id, lane: l, dueKey: append([]byte(nil), dk...), st: st, m: m}
+	return lr, d, nil
+}
+
+func fillMutable(d *queue.Delivery, m *mutable) {
+	d.State = m.state
+	d.NextAttempt = m.next
+	if m.state != queue.Pending {
+		d.NextAttempt = time.Time{}
+	}
+	d.RetriedAt = m.retried
+	d.FinishedAt = m.finished
+	d.LastError = m.lastError
+	d.AttemptCount = m.count
+}
+
+// outcome claims t's lease and commits f's writes for it.
+func (q *Queue) outcome(ctx context.Context, t queue.Token, sync bool, f func(w *wtx, lr *leaseRec)) error {
+	return q.write(ctx, sync, func(w *wtx) error {
+		lr, err := q.sched.claim(t, w.now)
+		if err != nil {
+			return err
+		}
+		w.o.claimed = lr
+		f(w, lr)
+		w.fx(effect{kind: fxUnlease, lease: lr})
+		return nil
+	})
+}
+
+func (w *wtx) recordAttempt(lr *leaseRec, a queue.Attempt) {
+	if a.Start.IsZero() && a.Duration == 0 && a.Status == 0 && a.Error == "" {
+		return // no attempt was made
+	}
+	w.set(attemptKey(lr.id, lr.m.hist), encodeAttempt(a))
+	if lr.m.hist >= keepAttempts {
+		w.del(attemptKey(lr.id, lr.m.hist-keepAttempts))
+	}
+	lr.m.hist++
+	lr.m.count++
+}
+
+// finish ends a delivery's pending life: its due key, order key and state
+// index move.
+func (w *wtx) finish(lr *leaseRec, to queue.State) {
+	w.del(lr.dueKey)
+	moveState(w, lr.id, lr.st, lr.m.seq, queue.Pending, to)
+	if lr.m.orderSeq != 0 {
+		if err := orderAdvance(w, lr.st.orderKey, lr.m.orderSeq); err != nil {
+			w.q.log.Error("cannot release the next ordered delivery; it is released at the next restart")
+		}
+		lr.m.orderSeq = 0
+	}
+	w.c.pending--
+}
+
+// Ack records a successful attempt.
+func (q *Queue) Ack(ctx context.Context, t queue.Token, a queue.Attempt) error {
+	return q.outcome(ctx, t, false, func(w *wtx, lr *leaseRec) {
+		lr2 := *lr
+		w.recordAttempt(&lr2, a)
+		w.finish(&lr2, queue.Delivered)
+		lr2.m.state = queue.Delivered
+		lr2.m.finished = w.now
+		lr2.m.lastError = ""
+		w.set(mutableKey(lr.id), encodeMutable(&lr2.m))
+		w.set(finishedKey(w.now, lr.m.seq), []byte(lr.id))
+		w.c.delivered++
+	})
+}
+
+// Retry records a failed attempt and makes the delivery due at next.
+func (q *Queue) Retry(ctx context.Context, t queue.Token, a queue.Attempt, next time.Time, reason string) error {
+	return q.outcome(ctx, t, false, func(w *wtx, lr *leaseRec) {
+		lr2 := *lr
+		w.recordAttempt(&lr2, a)
+		lr2.m.lastError = reason
+		w.moveDue(&lr2, next)
+		w.set(mutableKey(lr.id), encodeMutable(&lr2.m))
+	})
+}
+
+// Dead records a final failed attempt and marks the delivery dead.
+func (q *Queue) Dead(ctx context.Context, t queue.Token, a queue.Attempt, reason string) error {
+	return q.outcome(ctx, t, false, func(w *wtx, lr *leaseRec) {
+		lr2 := *lr
+		w.recordAttempt(&lr2, a)
+		w.finish(&lr2, queue.Dead)
+		lr2.m.state = queue.Dead
+		lr2.m.finished = w.now
+		lr2.m.lastError = reason
+		w.set(mutableKey(lr.id), encodeMutable(&lr2.m))
+		w.c.dead++
+	})
+}
+
+// Release ends a lease without an attempt: due again at next.
+func (q *Queue) Release(ctx context.Context, t queue.Token, next time.Time) error {
+	return q.outcome(ctx, t, false, func(w *wtx, lr *leaseRec) {
+		lr2 := *lr
+		w.moveDue(&lr2, next)
+		w.set(mutableKey(lr.id), encodeMutable(&lr2.m))
+	})
+}
+
+func (w *wtx) moveDue(lr *leaseRec, next time.Time) {
+	if next.IsZero() {
+		next = w.now
+	}
+	w.del(lr.dueKey)
+	lr.m.next = next
+	putDue(w, lr.lane.name, lr.id, next, lr.m.seq)
+}
+
+// Extend moves the lease's end to until.
+func (q *Queue) Extend(ctx context.Context, t queue.Token, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return q.reading(func() error { return q.sched.extend(t, q.now(), until) })
+}
