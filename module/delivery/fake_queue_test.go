@@ -2,249 +2,124 @@ package delivery
 
 import (
 	"context"
-	"fmt"
-	"slices"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/queue/embedded"
 )
 
-// memQueue is an in-memory queue.Queue for tests. It is strict where the
-// pool could be sloppy: recording an outcome for a delivery that is not
-// leased is an error, and it notices a delivery leased twice at once.
-type memQueue struct {
-	mu  sync.Mutex
-	ds  map[string]*queue.Delivery
-	ids []string // insertion order
+// testQueue is the real embedded queue in a temporary directory, with a few
+// hooks for the pool's tests: failing the first Lease calls, counting
+// releases, and noticing a delivery leased twice at once.
+type testQueue struct {
+	*embedded.Queue
+	t *testing.T
 
+	mu           sync.Mutex
 	leaseCalls   int
 	leaseErrs    int // fail this many Lease calls first
-	doubleLeased []string
 	releases     int
+	held         map[string]bool
+	doubleLeased []string
+	n            int
 }
 
-var _ queue.Queue = (*memQueue)(nil)
-
-func newMemQueue() *memQueue { return &memQueue{ds: map[string]*queue.Delivery{}} }
-
-func clone(d *queue.Delivery) *queue.Delivery {
-	c := *d
-	c.Attempts = slices.Clone(d.Attempts)
-	c.Request.Header = slices.Clone(d.Request.Header)
-	return &c
+func newMemQueue(t *testing.T) *testQueue {
+	q, err := embedded.Open(embedded.Options{Dir: t.TempDir(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return &testQueue{Queue: q, t: t, held: map[string]bool{}}
 }
 
-func (q *memQueue) add(ds ...*queue.Delivery) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+// add enqueues deliveries, one envelope each, as they are (history included).
+func (q *testQueue) add(ds ...*queue.Delivery) {
+	q.t.Helper()
 	for _, d := range ds {
-		if d.State == "" {
-			d.State = queue.Pending
+		q.mu.Lock()
+		q.n++
+		n := q.n
+		q.mu.Unlock()
+		env := &queue.Envelope{Event: queue.Event{ID: "ev-" + d.ID, Target: d.Target, Name: d.Event, ReceivedAt: time.Now()}, Deliveries: []*queue.Delivery{d}}
+		_ = n
+		if _, err := q.Queue.Enqueue(context.Background(), env); err != nil {
+			q.t.Fatalf("enqueue %s: %v", d.ID, err)
 		}
-		q.ds[d.ID] = clone(d)
-		q.ids = append(q.ids, d.ID)
 	}
 }
 
-func (q *memQueue) get(id string) *queue.Delivery {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return clone(q.ds[id])
+func (q *testQueue) get(id string) *queue.Delivery {
+	d, err := q.Queue.Get(context.Background(), id)
+	if err != nil {
+		q.t.Errorf("get %s: %v", id, err)
+		return &queue.Delivery{}
+	}
+	return d
 }
 
-func (q *memQueue) releaseCount() int {
+func (q *testQueue) releaseCount() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.releases
 }
 
-func (q *memQueue) Enqueue(_ context.Context, _ string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
-	q.add(ds...)
-	refs := make([]queue.Ref, len(ds))
-	for i, d := range ds {
-		refs[i] = queue.Ref{ID: d.ID, Webhook: d.Webhook}
-	}
-	return refs, false, nil
-}
-
-func (q *memQueue) Lease(_ context.Context, now time.Time, max int, lease time.Duration, skip func(string) bool) ([]*queue.Delivery, error) {
+func (q *testQueue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Lease, error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	q.leaseCalls++
 	if q.leaseErrs > 0 {
 		q.leaseErrs--
-		return nil, fmt.Errorf("disk on fire")
+		q.mu.Unlock()
+		return nil, errors.New("injected lease failure")
 	}
-	var due []*queue.Delivery
-	for _, id := range q.ids {
-		d := q.ds[id]
-		if d.State == queue.Pending && !d.NextAttempt.After(now) {
-			due = append(due, d)
+	q.mu.Unlock()
+	ls, err := q.Queue.Lease(ctx, req)
+	q.mu.Lock()
+	for _, l := range ls {
+		if q.held[l.Delivery.ID] {
+			q.doubleLeased = append(q.doubleLeased, l.Delivery.ID)
 		}
+		q.held[l.Delivery.ID] = true
 	}
-	slices.SortStableFunc(due, func(a, b *queue.Delivery) int { return a.NextAttempt.Compare(b.NextAttempt) })
-	var out []*queue.Delivery
-	for _, d := range due {
-		if len(out) >= max {
-			break
-		}
-		if skip != nil && skip(d.Destination) {
-			continue
-		}
-		if !d.LeasedUntil.IsZero() {
-			// Lease expired while a worker still held it: only acceptable
-			// if the pool really let it lapse.
-			q.doubleLeased = append(q.doubleLeased, d.ID)
-		}
-		d.LeasedUntil = now.Add(lease)
-		d.NextAttempt = d.LeasedUntil
-		out = append(out, clone(d))
-	}
-	return out, nil
+	q.mu.Unlock()
+	return ls, err
 }
 
-func (q *memQueue) leased(id string) (*queue.Delivery, error) {
-	d, ok := q.ds[id]
-	if !ok {
-		return nil, queue.ErrNotFound
-	}
-	if d.LeasedUntil.IsZero() || d.State != queue.Pending {
-		return nil, fmt.Errorf("delivery %s is not leased", id)
-	}
-	return d, nil
-}
-
-func (q *memQueue) Ack(_ context.Context, id string, a queue.Attempt) error {
+func (q *testQueue) done(t queue.Token) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	d, err := q.leased(id)
-	if err != nil {
-		return err
+	for id := range q.held {
+		if len(t) > len(id) && string(t[len(t)-len(id):]) == id {
+			delete(q.held, id)
+		}
 	}
-	d.Attempts = append(d.Attempts, a)
-	d.State = queue.Delivered
-	d.LeasedUntil = time.Time{}
-	d.FinishedAt = a.Start.Add(a.Duration)
-	return nil
 }
 
-func (q *memQueue) Reschedule(_ context.Context, id string, a queue.Attempt, next time.Time) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	d, err := q.leased(id)
-	if err != nil {
-		return err
-	}
-	d.Attempts = append(d.Attempts, a)
-	d.LastError = a.Error
-	d.LeasedUntil = time.Time{}
-	d.NextAttempt = next
-	return nil
+func (q *testQueue) Ack(ctx context.Context, t queue.Token, a queue.Attempt) error {
+	q.done(t)
+	return q.Queue.Ack(ctx, t, a)
 }
 
-func (q *memQueue) Kill(_ context.Context, id string, a queue.Attempt, reason string) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	d, err := q.leased(id)
-	if err != nil {
-		return err
-	}
-	if !a.Start.IsZero() {
-		d.Attempts = append(d.Attempts, a)
-	}
-	d.State = queue.Dead
-	d.LastError = reason
-	d.LeasedUntil = time.Time{}
-	d.FinishedAt = time.Now()
-	return nil
+func (q *testQueue) Retry(ctx context.Context, t queue.Token, a queue.Attempt, next time.Time, reason string) error {
+	q.done(t)
+	return q.Queue.Retry(ctx, t, a, next, reason)
 }
 
-func (q *memQueue) Release(_ context.Context, id string, next time.Time) error {
+func (q *testQueue) Dead(ctx context.Context, t queue.Token, a queue.Attempt, reason string) error {
+	q.done(t)
+	return q.Queue.Dead(ctx, t, a, reason)
+}
+
+func (q *testQueue) Release(ctx context.Context, t queue.Token, next time.Time) error {
+	q.done(t)
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	d, err := q.leased(id)
-	if err != nil {
-		return err
-	}
 	q.releases++
-	d.LeasedUntil = time.Time{}
-	d.NextAttempt = next
-	return nil
+	q.mu.Unlock()
+	return q.Queue.Release(ctx, t, next)
 }
-
-func (q *memQueue) NextDue(context.Context) (time.Time, bool, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var next time.Time
-	ok := false
-	for _, d := range q.ds {
-		if d.State == queue.Pending && (!ok || d.NextAttempt.Before(next)) {
-			next, ok = d.NextAttempt, true
-		}
-	}
-	return next, ok, nil
-}
-
-func (q *memQueue) Get(_ context.Context, id string) (*queue.Delivery, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	d, ok := q.ds[id]
-	if !ok {
-		return nil, queue.ErrNotFound
-	}
-	return clone(d), nil
-}
-
-func (q *memQueue) List(_ context.Context, f queue.Filter) ([]*queue.Delivery, string, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []*queue.Delivery
-	for i := len(q.ids) - 1; i >= 0; i-- {
-		d := q.ds[q.ids[i]]
-		if f.State == "" || d.State == f.State {
-			out = append(out, clone(d))
-		}
-	}
-	return out, "", nil
-}
-
-func (q *memQueue) RetryDead(_ context.Context, ids ...string) (int, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := 0
-	now := time.Now()
-	for _, d := range q.ds {
-		if d.State == queue.Dead && (len(ids) == 0 || slices.Contains(ids, d.ID)) {
-			d.State, d.CreatedAt, d.NextAttempt, d.FinishedAt = queue.Pending, now, now, time.Time{}
-			n++
-		}
-	}
-	return n, nil
-}
-
-func (q *memQueue) Stats(context.Context) (queue.Stats, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var s queue.Stats
-	for _, d := range q.ds {
-		switch {
-		case d.State == queue.Pending && !d.LeasedUntil.IsZero():
-			s.Leased++
-		case d.State == queue.Pending:
-			s.Pending++
-		case d.State == queue.Delivered:
-			s.Delivered++
-		case d.State == queue.Dead:
-			s.Dead++
-		}
-	}
-	return s, nil
-}
-
-func (q *memQueue) Prune(context.Context, time.Time, time.Time) error { return nil }
-func (q *memQueue) Close() error                                      { return nil }
 
 // eventually polls cond until it holds or a generous deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {

@@ -29,12 +29,9 @@ const (
 	// to record the outcome before another worker may pick it up again.
 	DefaultLease = 30 * time.Second
 
-	// maxIdle bounds how long the dispatcher sleeps, so it finds due work even
-	// if a Notify was missed (another process enqueued, a lease expired).
+	// maxIdle is the longest one lease call waits (a long poll) before the
+	// dispatcher looks at its budgets again.
 	maxIdle = time.Second
-	// minIdle keeps the dispatcher from spinning if the queue says work is due
-	// but does not hand it out.
-	minIdle = 20 * time.Millisecond
 	// queueOpTimeout bounds recording an outcome; it does not use the worker
 	// context because a release must still be recorded once Stop cancels it.
 	queueOpTimeout = 10 * time.Second
@@ -51,7 +48,7 @@ type Observer interface {
 
 // PoolOptions configures a Pool.
 type PoolOptions struct {
-	Queue  queue.Queue
+	Queue  queue.Work
 	Sender *Sender
 	// Workers is the number of concurrent attempts (default 64).
 	Workers int
@@ -60,7 +57,10 @@ type PoolOptions struct {
 	// worker. Deliveries without a Destination are not capped.
 	PerDestination int
 	// Lease is added to a delivery's timeout to form its lease (default 30s).
-	Lease    time.Duration
+	Lease time.Duration
+	// Limits, when set, gives per-webhook budgets (queue.WebhookKey ->
+	// how many more may be leased now) and paused webhooks for each lease.
+	Limits   func() (budget map[string]int, paused map[string]bool)
 	Logger   *zap.Logger
 	Observer Observer // may be nil
 	Now      func() time.Time
@@ -68,7 +68,7 @@ type PoolOptions struct {
 
 // Pool leases due deliveries and attempts them with bounded concurrency.
 type Pool struct {
-	q     queue.Queue
+	q     queue.Work
 	s     *Sender
 	log   *zap.Logger
 	obs   Observer
@@ -86,6 +86,9 @@ type Pool struct {
 	// recording holds a token for each finished attempt whose outcome is
 	// still being written; see work.
 	recording chan struct{}
+	// limits gives per-webhook budgets and pauses for each lease; nil
+	// means none.
+	limits func() (budget map[string]int, paused map[string]bool)
 
 	mu          sync.Mutex
 	workers     int
@@ -95,9 +98,11 @@ type Pool struct {
 	byDest      map[string]int
 	started     bool
 	stopped     bool
+	// cancelLease ends the dispatcher's waiting lease call.
+	cancelLease context.CancelFunc
 
-	// leaseTimeout is the largest delivery timeout seen, which the lease
-	// must cover. Only the dispatcher touches it.
+	// leaseTimeout is the lease's share for the attempt; a delivery with a
+	// longer timeout extends its lease before it is sent.
 	leaseTimeout time.Duration
 }
 
@@ -114,6 +119,7 @@ func NewPool(o PoolOptions) *Pool {
 		wake:         make(chan struct{}, 1),
 		byDest:       make(map[string]int),
 		leaseTimeout: DefaultTimeout,
+		limits:       o.Limits,
 	}
 	if p.s == nil {
 		p.s = NewSender(SenderOptions{})
@@ -183,6 +189,9 @@ func (p *Pool) Stop(ctx context.Context) error {
 	if !p.stopped {
 		p.stopped = true
 		close(p.stop)
+		if p.cancelLease != nil {
+			p.cancelLease()
+		}
 	}
 	p.mu.Unlock()
 
@@ -225,6 +234,10 @@ func (p *Pool) sleep(d time.Duration) bool {
 	}
 }
 
+// dispatch leases what the free workers and the per-destination budgets
+// allow, as a long poll: the queue answers as soon as something is due.
+// A finishing worker cancels a waiting lease, because it changed the
+// budgets the lease was asked with.
 func (p *Pool) dispatch() {
 	defer p.wg.Done()
 	var errDelay time.Duration
@@ -237,9 +250,12 @@ func (p *Pool) dispatch() {
 		p.mu.Lock()
 		free := p.workers - p.inflight
 		perDest := p.perDest
-		busy := make(map[string]int, len(p.byDest))
-		for k, v := range p.byDest {
-			busy[k] = v
+		var budget map[string]int
+		if len(p.byDest) > 0 {
+			budget = make(map[string]int, len(p.byDest))
+			for k, v := range p.byDest {
+				budget[k] = max(perDest-v, 0)
+			}
 		}
 		p.mu.Unlock()
 
@@ -250,26 +266,46 @@ func (p *Pool) dispatch() {
 			}
 			continue
 		}
-
-		// busy is a snapshot; workers finishing meanwhile only make it
-		// pessimistic, never let a destination over its cap.
-		skipped := false
-		skip := func(dest string) bool {
-			if dest == "" {
-				return false
-			}
-			if busy[dest] >= perDest {
-				skipped = true
-				return true
-			}
-			busy[dest]++
-			return false
+		req := queue.LeaseRequest{
+			Max:                      free,
+			Lease:                    p.leaseTimeout + p.lease,
+			Wait:                     maxIdle,
+			DestinationBudget:        budget,
+			DefaultDestinationBudget: perDest,
 		}
-		leaseFor := p.leaseTimeout
-		ds, err := p.q.Lease(p.ctx, p.now(), free, leaseFor+p.lease, skip)
+		if p.limits != nil {
+			req.WebhookBudget, req.Paused = p.limits()
+		}
+		ctx, cancel := context.WithCancel(p.ctx)
+		p.mu.Lock()
+		p.cancelLease = cancel
+		p.mu.Unlock()
+		// A slot freed between the snapshot above and now would not
+		// cancel this lease: look at the wake channel first.
+		select {
+		case <-p.wake:
+			p.mu.Lock()
+			p.cancelLease = nil
+			p.mu.Unlock()
+			cancel()
+			continue
+		default:
+		}
+		ls, err := p.q.Lease(ctx, req)
+		woken := ctx.Err() != nil
+		p.mu.Lock()
+		p.cancelLease = nil
+		p.mu.Unlock()
+		cancel()
+		if err != nil && woken {
+			if p.stopping() {
+				return
+			}
+			continue // woken: budgets changed
+		}
 		if err != nil {
 			if p.stopping() {
-				return // Stop canceled the call; not worth a 3 a.m. error line
+				return // not worth a 3 a.m. error line
 			}
 			wait := backoff()
 			p.log.Error("cannot lease due webhook deliveries; retrying shortly",
@@ -280,50 +316,18 @@ func (p *Pool) dispatch() {
 			continue
 		}
 		errDelay = 0
-
-		again := false
-		for _, d := range ds {
+		for _, l := range ls {
 			if p.stopping() {
-				p.release(d, "lease canceled by shutdown")
+				p.release(l, "lease canceled by shutdown")
 				continue
 			}
-			if t := withDefaults(d.Policy).Timeout; t > leaseFor {
-				// The lease would end mid-attempt and another worker could
-				// send it twice: hand it back and lease again, longer.
-				p.leaseTimeout = max(p.leaseTimeout, t)
-				p.release(d, "")
-				again = true
-				continue
-			}
-			p.startWorker(d)
-		}
-		if again || len(ds) == free {
-			continue // there may be more right now
-		}
-
-		wait := maxIdle
-		next, ok, err := p.q.NextDue(p.ctx)
-		switch {
-		case err != nil && p.stopping():
-			return
-		case err != nil:
-			wait = backoff()
-			p.log.Error("cannot find when the next webhook delivery is due; retrying shortly",
-				zap.Error(err), zap.Duration("retry_in", wait))
-		case !ok:
-		case skipped:
-			// Due work is waiting for a busy destination; a finishing worker
-			// wakes us, so do not poll the queue in a loop.
-		default:
-			wait = min(max(next.Sub(p.now()), minIdle), maxIdle)
-		}
-		if !p.sleep(wait) {
-			return
+			p.startWorker(l)
 		}
 	}
 }
 
-func (p *Pool) startWorker(d *queue.Delivery) {
+func (p *Pool) startWorker(l queue.Lease) {
+	d := l.Delivery
 	p.mu.Lock()
 	p.inflight++
 	if d.Destination != "" {
@@ -331,7 +335,7 @@ func (p *Pool) startWorker(d *queue.Delivery) {
 	}
 	p.mu.Unlock()
 	p.wg.Add(1)
-	go p.work(d)
+	go p.work(l)
 }
 
 func (p *Pool) finished(dest string) {
@@ -342,25 +346,31 @@ func (p *Pool) finished(dest string) {
 			delete(p.byDest, dest)
 		}
 	}
+	cancel := p.cancelLease
 	p.mu.Unlock()
-	p.Notify() // a slot is free
-}
-
-// attemptNumber is the number of the attempt about to be made. Attempts from
-// before CreatedAt belong to an earlier life: a manual retry resets CreatedAt
-// and keeps the history, and gets a fresh budget.
-func attemptNumber(d *queue.Delivery) int {
-	n := 1
-	for _, a := range d.Attempts {
-		if d.CreatedAt.IsZero() || !a.Start.Before(d.CreatedAt) {
-			n++
-		}
+	if cancel != nil {
+		cancel() // the waiting lease was asked with budgets that just grew
 	}
-	return n
+	p.Notify()
 }
 
-func (p *Pool) work(d *queue.Delivery) {
+// attemptNumber is the number of the attempt about to be made in the
+// delivery's current life (a manual retry starts a new one).
+func attemptNumber(d *queue.Delivery) int { return d.AttemptCount + 1 }
+
+// deadline is when the delivery's max_age runs out: counted from its
+// creation, or from the manual retry that gave it a fresh budget.
+func deadline(d *queue.Delivery, maxAge time.Duration) (time.Time, bool) {
+	start := d.CreatedAt
+	if d.RetriedAt.After(start) {
+		start = d.RetriedAt
+	}
+	return start.Add(maxAge), !start.IsZero()
+}
+
+func (p *Pool) work(l queue.Lease) {
 	defer p.wg.Done()
+	d := l.Delivery
 	slot := true
 	free := func() {
 		if slot {
@@ -372,34 +382,39 @@ func (p *Pool) work(d *queue.Delivery) {
 
 	pol := withDefaults(d.Policy)
 	n := attemptNumber(d)
-	// A zero CreatedAt is unknown age, not infinite age.
-	hasDeadline := !d.CreatedAt.IsZero()
-	deadline := d.CreatedAt.Add(pol.MaxAge)
+	deadline, hasDeadline := deadline(d, pol.MaxAge)
 
 	if hasDeadline && p.now().After(deadline) {
 		r := Result{Reason: ReasonExpired}
-		p.record(d, "kill", func(ctx context.Context) error {
-			return p.q.Kill(ctx, d.ID, queue.Attempt{}, ReasonExpired)
+		p.record(d, "dead", func(ctx context.Context) error {
+			return p.q.Dead(ctx, l.Token, queue.Attempt{}, ReasonExpired)
 		})
 		p.report(d, r, 0, OutcomeDead, ReasonExpired, time.Time{})
 		return
+	}
+	if need := p.now().Add(pol.Timeout + p.lease); need.After(l.Until) {
+		// The lease would end mid-attempt and another worker could send
+		// it twice: extend it to cover this delivery's timeout.
+		if err := p.q.Extend(p.ctx, l.Token, need); err != nil {
+			p.log.Warn("cannot extend the lease of a webhook delivery for its long timeout; it is attempted when the lease ends", append(deliveryFields(d), zap.Error(err))...)
+			return
+		}
 	}
 
 	r := p.s.Send(p.ctx, d)
 	if !r.OK && p.ctx.Err() != nil {
 		// Stop ran out of patience: not the receiver's fault, so no attempt
 		// is recorded and it goes out first thing after the restart.
-		p.release(d, "attempt interrupted by shutdown")
+		p.release(l, "attempt interrupted by shutdown")
 		return
 	}
 
 	// The attempt is over, so its slot (and its destination's) goes to the
-	// next delivery now rather than after the outcome is written: that
-	// waits for a queue commit (an fsync) during which the worker would
-	// only sit idle. The delivery stays leased until the write lands, so
-	// nobody sends it again meanwhile. At most `workers` outcomes wait like
-	// this; past that a worker keeps its slot, so a stalled disk slows
-	// sending down instead of piling up goroutines.
+	// next delivery now rather than after the outcome is written. The
+	// delivery stays leased until the write lands, so nobody sends it
+	// again meanwhile. At most `workers` outcomes wait like this; past that
+	// a worker keeps its slot, so a stalled disk slows sending down
+	// instead of piling up goroutines.
 	select {
 	case p.recording <- struct{}{}:
 		free()
@@ -410,31 +425,32 @@ func (p *Pool) work(d *queue.Delivery) {
 	now := p.now()
 	switch {
 	case r.OK:
-		p.record(d, "ack", func(ctx context.Context) error { return p.q.Ack(ctx, d.ID, r.Attempt) })
+		p.record(d, "ack", func(ctx context.Context) error { return p.q.Ack(ctx, l.Token, r.Attempt) })
 		p.report(d, r, n, OutcomeDelivered, "", time.Time{})
 	case !r.Retryable:
-		p.kill(d, r, n, r.Reason)
+		p.kill(l, r, n, r.Reason)
 	case n >= pol.MaxAttempts:
-		p.kill(d, r, n, fmt.Sprintf("%s (gave up after %d attempts)", r.Reason, n))
+		p.kill(l, r, n, fmt.Sprintf("%s (gave up after %d attempts)", r.Reason, n))
 	default:
 		next := now.Add(NextDelay(pol, n, r.RetryAfter, nil))
 		if hasDeadline && next.After(deadline) {
-			p.kill(d, r, n, fmt.Sprintf("%s (gave up: the next attempt would be past max_age %s)", r.Reason, pol.MaxAge))
+			p.kill(l, r, n, fmt.Sprintf("%s (gave up: the next attempt would be past max_age %s)", r.Reason, pol.MaxAge))
 			return
 		}
-		p.record(d, "reschedule", func(ctx context.Context) error { return p.q.Reschedule(ctx, d.ID, r.Attempt, next) })
+		p.record(d, "retry", func(ctx context.Context) error { return p.q.Retry(ctx, l.Token, r.Attempt, next, r.Reason) })
 		p.report(d, r, n, OutcomeRetry, r.Reason, next)
 	}
 }
 
-func (p *Pool) kill(d *queue.Delivery, r Result, n int, reason string) {
-	p.record(d, "kill", func(ctx context.Context) error { return p.q.Kill(ctx, d.ID, r.Attempt, reason) })
-	p.report(d, r, n, OutcomeDead, reason, time.Time{})
+func (p *Pool) kill(l queue.Lease, r Result, n int, reason string) {
+	p.record(l.Delivery, "dead", func(ctx context.Context) error { return p.q.Dead(ctx, l.Token, r.Attempt, reason) })
+	p.report(l.Delivery, r, n, OutcomeDead, reason, time.Time{})
 }
 
 // release hands a leased delivery back, due now, without an attempt.
-func (p *Pool) release(d *queue.Delivery, why string) {
-	p.record(d, "release", func(ctx context.Context) error { return p.q.Release(ctx, d.ID, p.now()) })
+func (p *Pool) release(l queue.Lease, why string) {
+	d := l.Delivery
+	p.record(d, "release", func(ctx context.Context) error { return p.q.Release(ctx, l.Token, p.now()) })
 	if why != "" {
 		p.log.Info(why+"; delivery released, due again now", deliveryFields(d)...)
 	}

@@ -49,7 +49,7 @@ func (o *recorder) finals(id string) []string {
 }
 
 type poolEnv struct {
-	q    *memQueue
+	q    *testQueue
 	pool *Pool
 	obs  *recorder
 	logs *observer.ObservedLogs
@@ -61,7 +61,7 @@ type poolEnv struct {
 func startPool(t *testing.T, o PoolOptions, ds ...*queue.Delivery) *poolEnv {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	env := &poolEnv{q: newMemQueue(), obs: &recorder{}, logs: logs}
+	env := &poolEnv{q: newMemQueue(t), obs: &recorder{}, logs: logs}
 	env.q.add(ds...)
 	o.Queue = env.q
 	if o.Sender == nil {
@@ -233,11 +233,16 @@ func TestPoolManualRetryGetsFreshBudget(t *testing.T) {
 	p := fastPolicy
 	p.MaxAttempts = 2
 	d := newDelivery("again", srv.URL, srv.URL, p)
-	// Three attempts from before the manual retry reset CreatedAt.
+	// Three attempts from an earlier life, then a manual retry.
 	for i := range 3 {
 		d.Attempts = append(d.Attempts, queue.Attempt{Start: d.CreatedAt.Add(-time.Duration(3-i) * time.Hour), Status: 500})
 	}
-	env := startPool(t, PoolOptions{}, d)
+	d.State = queue.Dead
+	env := startPool(t, PoolOptions{})
+	env.q.add(d)
+	if n, err := env.q.RetryDead(context.Background(), d.ID); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
 	got := env.waitState(t, "again", queue.Dead)
 	if hits.Load() != 2 || len(got.Attempts) != 5 {
 		t.Fatalf("%d hits, %d attempts in history; want 2 new attempts", hits.Load(), len(got.Attempts))
@@ -308,7 +313,7 @@ func TestPoolSlowDestinationDoesNotStarveOthers(t *testing.T) {
 		t.Errorf("slow receiver hit %d times, want PerDestination=2", n)
 	}
 	for i := range 10 {
-		if d := env.q.get(fmt.Sprintf("slow%d", i)); d.State != queue.Pending || len(d.Attempts) != 0 {
+		if d := env.q.get(fmt.Sprintf("slow%d", i)); (d.State != queue.Pending && d.State != queue.Leased) || len(d.Attempts) != 0 {
 			t.Errorf("slow%d: %s with %d attempts", i, d.State, len(d.Attempts))
 		}
 	}
@@ -330,9 +335,9 @@ func TestPoolStopReleasesInFlight(t *testing.T) {
 		}
 	})
 	// Everything running now is the test's; anything new after Stop is a leak.
+	q := newMemQueue(t)
 	before := goleak.IgnoreCurrent()
 	sender := NewSender(SenderOptions{Guard: allowLoopback()})
-	q := newMemQueue()
 	q.add(newDelivery("stuck", srv.URL, srv.URL, fastPolicy))
 	pool := NewPool(PoolOptions{Queue: q, Sender: sender})
 	pool.Start()
@@ -387,7 +392,7 @@ func TestPoolStopWaitsForInFlight(t *testing.T) {
 		case <-done:
 		}
 	})
-	q := newMemQueue()
+	q := newMemQueue(t)
 	q.add(newDelivery("slowish", srv.URL, srv.URL, fastPolicy))
 	pool := NewPool(PoolOptions{Queue: q, Sender: newTestSender(t, SenderOptions{})})
 	pool.Start()
@@ -407,7 +412,7 @@ func TestPoolStopWaitsForInFlight(t *testing.T) {
 func TestPoolBacksOffOnQueueErrors(t *testing.T) {
 	srv := statusServer(t, 200, nil, "")
 	core, logs := observer.New(zapcore.DebugLevel)
-	q := newMemQueue()
+	q := newMemQueue(t)
 	q.leaseErrs = 3
 	q.add(newDelivery("d", srv.URL, srv.URL, fastPolicy))
 	pool := NewPool(PoolOptions{Queue: q, Sender: newTestSender(t, SenderOptions{}), Logger: zap.New(core)})
@@ -434,13 +439,13 @@ func TestPoolLongTimeoutGetsLongEnoughLease(t *testing.T) {
 	p.Timeout = 2 * time.Minute // longer than the default the lease assumes
 	env := startPool(t, PoolOptions{Lease: time.Second}, newDelivery("long", srv.URL, srv.URL, p))
 	env.waitState(t, "long", queue.Delivered)
-	// The first lease was too short for a 2m attempt, so it was handed back
-	// and leased again; the attempt itself ran once.
+	// The lease was too short for a 2m attempt, so it was extended; the
+	// attempt itself ran once and nothing was handed back.
 	if d := env.q.get("long"); len(d.Attempts) != 1 {
 		t.Fatalf("%d attempts", len(d.Attempts))
 	}
-	if n := env.q.releaseCount(); n != 1 {
-		t.Errorf("%d releases, want 1", n)
+	if n := env.q.releaseCount(); n != 0 {
+		t.Errorf("%d releases, want 0", n)
 	}
 }
 
@@ -460,17 +465,8 @@ func TestPoolSetWorkers(t *testing.T) {
 }
 
 func TestAttemptNumber(t *testing.T) {
-	created := time.Now()
-	d := &queue.Delivery{CreatedAt: created, Attempts: []queue.Attempt{
-		{Start: created.Add(-time.Hour)},
-		{Start: created},
-		{Start: created.Add(time.Minute)},
-	}}
+	d := &queue.Delivery{AttemptCount: 2, Attempts: make([]queue.Attempt, 7)}
 	if n := attemptNumber(d); n != 3 {
-		t.Fatalf("attemptNumber = %d, want 3", n)
-	}
-	d.CreatedAt = time.Time{}
-	if n := attemptNumber(d); n != 4 {
-		t.Fatalf("attemptNumber without CreatedAt = %d, want 4", n)
+		t.Fatalf("attemptNumber = %d, want 3 (the history is not the current life)", n)
 	}
 }
