@@ -122,7 +122,8 @@ func (a *adminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	ds, next, err := e.q.List(ctx, f)
+	page, err := e.q.List(ctx, f)
+	ds, next := page.Deliveries, page.Next
 	if err != nil {
 		// The cursor is opaque to us; a backend that cannot read it says so
 		// in its error, which is the client's mistake, not ours.
@@ -224,7 +225,8 @@ func (a *adminAPI) handleRetryDead(w http.ResponseWriter, r *http.Request) error
 	// deliveries retried from one page, which leave that index, do not
 	// shift the next page.
 	for {
-		ds, next, err := e.q.List(ctx, f)
+		page, err := e.q.List(ctx, f)
+		ds, next := page.Deliveries, page.Next
 		if err != nil {
 			return queueError(err, fmt.Sprintf("listing dead deliveries (%d retried so far)", out.Retried))
 		}
@@ -303,10 +305,6 @@ func (a *adminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return queueError(err, "reading queue stats")
 	}
-	next, ok, err := e.q.NextDue(ctx)
-	if err != nil {
-		return queueError(err, "reading queue stats")
-	}
 	e.mu.Lock()
 	s := e.settings
 	e.mu.Unlock()
@@ -317,9 +315,6 @@ func (a *adminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
 		PerDestination: s.perDestination,
 		Retention:      s.retention.String(),
 		DrainTimeout:   s.drain.String(),
-	}
-	if ok {
-		out.NextDue = formatTime(next)
 	}
 	return writeAdminJSON(w, out)
 }
@@ -456,7 +451,6 @@ type (
 	statsView struct {
 		Queue string `json:"queue"`
 		queue.Stats
-		NextDue        string `json:"next_due,omitempty"`
 		Workers        int    `json:"workers"`
 		PerDestination int    `json:"per_destination"`
 		Retention      string `json:"retention"`

@@ -20,6 +20,7 @@ import (
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
 	"github.com/callhook/caddy-callhook/module/queue/embedded"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 func TestRedactHeader(t *testing.T) {
@@ -164,8 +165,8 @@ func TestParseFilter(t *testing.T) {
 // started, so nothing changes a delivery's state behind the test's back.
 func testAdmin(t *testing.T) (*adminAPI, *engine) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "queue.db")
-	q, err := embedded.Open(embedded.Options{Path: file})
+	file := filepath.Join(t.TempDir(), "queue")
+	q, err := embedded.Open(embedded.Options{Dir: file, MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,8 @@ func testAdmin(t *testing.T) (*adminAPI, *engine) {
 
 func enqueueTest(t *testing.T, e *engine, ds ...*queue.Delivery) {
 	t.Helper()
-	if _, _, err := e.q.Enqueue(context.Background(), "", ds); err != nil {
+	env := &queue.Envelope{Event: queue.Event{ID: render.NewID(), ReceivedAt: time.Now()}, Deliveries: ds}
+	if _, err := e.q.Enqueue(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -280,8 +282,8 @@ func TestAdminRetryDeadAll(t *testing.T) {
 	if status != 200 || json.Unmarshal([]byte(body), &b) != nil || b.Retried == 0 || b.Retried > 500 || b.Skipped != 0 {
 		t.Fatalf("retry webhook b: %d %s, want up to 500 retried", status, body)
 	}
-	if left, _, err := e.q.List(context.Background(), queue.Filter{State: queue.Dead, Webhook: "b"}); err != nil || len(left) != 0 {
-		t.Errorf("after retrying webhook b, %d of its deliveries are still dead (%v)", len(left), err)
+	if left, err := e.q.List(context.Background(), queue.Filter{State: queue.Dead, Webhook: "b"}); err != nil || len(left.Deliveries) != 0 {
+		t.Errorf("after retrying webhook b, %d of its deliveries are still dead (%v)", len(left.Deliveries), err)
 	}
 	status, body = call(a, "POST", "/callhook/dead/retry")
 	var all retryAnswer

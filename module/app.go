@@ -197,16 +197,16 @@ func (a *App) settings() settings {
 	return s
 }
 
-// enqueue stores an event's deliveries and wakes the workers.
-func (a *App) enqueue(ctx context.Context, dedupKey string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
+// enqueue stores an event envelope.
+func (a *App) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueResult, error) {
 	e := a.loadEngine()
 	if e == nil {
 		e = a.waitStarted(ctx)
 	}
 	if e == nil {
-		return nil, false, errNotStarted
+		return queue.EnqueueResult{}, errNotStarted
 	}
-	return e.enqueue(ctx, dedupKey, ds)
+	return e.enqueue(ctx, env)
 }
 
 // startWait bounds how long an event waits for this app's Start.

@@ -84,12 +84,10 @@ func (e *engine) configure(s settings) {
 	e.pool.SetWorkers(s.workers)
 }
 
-func (e *engine) enqueue(ctx context.Context, dedupKey string, ds []*queue.Delivery) ([]queue.Ref, bool, error) {
-	refs, dup, err := e.q.Enqueue(ctx, dedupKey, ds)
-	if err == nil && !dup {
-		e.pool.Notify()
-	}
-	return refs, dup, err
+// enqueue stores an event envelope. The queue's lease long poll wakes the
+// workers by itself.
+func (e *engine) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueResult, error) {
+	return e.q.Enqueue(ctx, env)
 }
 
 // pruneLoop drops delivered deliveries past retention and expired dedup keys.
@@ -102,7 +100,8 @@ func (e *engine) pruneLoop() {
 		retention := e.settings.retention
 		e.mu.Unlock()
 		now := time.Now()
-		if err := e.q.Prune(context.Background(), now.Add(-retention), now.Add(-dedupWindow)); err != nil && !errors.Is(err, queue.ErrClosed) {
+		cutoff := now.Add(-retention)
+		if err := e.q.Prune(context.Background(), queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-dedupWindow)}); err != nil && !errors.Is(err, queue.ErrClosed) {
 			e.logger.Error("pruning old deliveries failed; will try again in 10 minutes", zap.Error(err))
 		}
 		select {

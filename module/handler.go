@@ -271,6 +271,7 @@ func (h *Handler) Validate() error { return nil }
 
 // answer is the body of 200 and 202 answers.
 type answer struct {
+	EventID    string      `json:"event_id"`
 	Event      string      `json:"event"`
 	Target     string      `json:"target"`
 	Deliveries []queue.Ref `json:"deliveries"`
@@ -316,17 +317,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	now := time.Now()
+	eventID := render.NewID()
 	var ds []*queue.Delivery
 	for _, hook := range h.hooks {
 		if !hook.Fires(ev.Name) {
 			continue
 		}
 		if d := renderSafely(hook, ev, h.Target, now); d != nil {
+			d.EventID = eventID
 			ds = append(ds, d)
 		}
 	}
-	dedupKey := h.Target + "\x00" + ev.Name + "\x00" + ev.CallID
-	refs, dup, err := h.app.enqueue(r.Context(), dedupKey, ds)
+	env := &queue.Envelope{
+		Event:      storedEvent(eventID, h.Target, ev, now),
+		DedupKey:   h.Target + "\x00" + ev.Name + "\x00" + ev.CallID,
+		Deliveries: ds,
+	}
+	res, err := h.app.enqueue(r.Context(), env)
+	refs, dup := res.Refs, res.Duplicate
 	if err != nil {
 		h.logger.Error("event not accepted: the queue could not store it",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID), zap.Error(err))
@@ -372,7 +380,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		return next.ServeHTTP(w, r)
 	}
-	return writeJSON(w, status, answer{Event: ev.Name, Target: h.Target, Deliveries: refs})
+	return writeJSON(w, status, answer{EventID: res.EventID, Event: ev.Name, Target: h.Target, Deliveries: refs})
 }
 
 // reject answers a request that brought no event callhook can store, and
@@ -408,6 +416,19 @@ func (rs refList) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 		}
 	}
 	return nil
+}
+
+// storedEvent is the event as the queue keeps it for retention: the decoded
+// body and the request facts, from which it can be rendered again.
+func storedEvent(id, target string, ev *intake.Event, received time.Time) queue.Event {
+	data, err := json.Marshal(struct {
+		Data    map[string]any     `json:"data"`
+		Request intake.RequestInfo `json:"request"`
+	}{ev.Data, ev.Request})
+	if err != nil {
+		data = nil // cannot happen for decoded JSON, form or query values
+	}
+	return queue.Event{ID: id, Target: target, Name: ev.Name, CallID: ev.CallID, ReceivedAt: received, Data: data}
 }
 
 // renderSafely turns a panic while rendering (none is known) into a dead

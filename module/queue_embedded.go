@@ -2,6 +2,7 @@ package callhook
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,11 +17,12 @@ func init() {
 	caddy.RegisterModule(EmbeddedQueue{})
 }
 
-// EmbeddedQueue is the default queue backend: a bbolt file under Caddy's
-// data directory. It needs no external service; one Caddy process uses it
+// EmbeddedQueue is the default queue backend: a pebble store in a directory
+// under Caddy's data directory. It needs no external service; one Caddy process uses it
 // at a time.
 type EmbeddedQueue struct {
-	// Path is the directory that holds the queue file (queue.db).
+	// Path is the directory that holds the queue (its store is the
+	// `queue` directory inside it).
 	// Default: `callhook` under Caddy's data directory.
 	Path string `json:"path,omitempty"`
 
@@ -49,19 +51,24 @@ func (q *EmbeddedQueue) Provision(caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue path %q: %v", dir, err)
 	}
-	q.file = filepath.Join(abs, "queue.db")
+	q.file = filepath.Join(abs, "queue")
 	if q.MaxPending < 0 {
 		return fmt.Errorf("max_pending must not be negative")
 	}
 	return nil
 }
 
-// Key identifies the queue by its file.
+// Key identifies the queue by its directory.
 func (q *EmbeddedQueue) Key() string { return "embedded:" + q.file }
 
-// Open opens (or creates) the queue file.
+// Open opens (or creates) the queue.
 func (q *EmbeddedQueue) Open(logger *zap.Logger) (queue.Queue, error) {
-	return embedded.Open(embedded.Options{Path: q.file, MaxPending: q.MaxPending, Logger: logger, DedupWindow: dedupWindow})
+	old := filepath.Join(filepath.Dir(q.file), "queue.db")
+	if _, err := os.Stat(old); err == nil {
+		logger.Warn("found a queue file of callhook 0.1 (bbolt), which this version does not read; deliveries still pending in it are not sent. Run the old build until it has drained, then remove the file",
+			zap.String("file", old))
+	}
+	return embedded.Open(embedded.Options{Dir: q.file, MaxPending: q.MaxPending, Logger: logger, DedupWindow: dedupWindow})
 }
 
 // UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:
