@@ -186,6 +186,14 @@ func (a *adminAPI) handleRetry(w http.ResponseWriter, r *http.Request, id string
 		return err
 	}
 	n, err := e.q.RetryDead(ctx, id)
+	if err == nil && n == 0 {
+		// It was dead a moment ago: someone else retried it in between.
+		if again, gerr := e.q.Get(ctx, id); gerr != nil {
+			return a.getError(e, id, gerr)
+		} else if rerr := retryable(again); rerr != nil {
+			return rerr
+		}
+	}
 	if err != nil {
 		// It was dead a moment ago: someone else retried it, or it was
 		// removed, in between.
@@ -365,7 +373,7 @@ func (a *adminAPI) getError(e *engine, id string, err error) error {
 // retryable says why d cannot be retried by hand, or nil if it can.
 func retryable(d *queue.Delivery) error {
 	switch {
-	case d.State == queue.Pending && !d.LeasedUntil.IsZero():
+	case d.State == queue.Leased:
 		return apiError(http.StatusConflict, "delivery %s is pending, not dead: an attempt is running now; only dead deliveries can be retried", d.ID)
 	case d.State == queue.Pending:
 		return apiError(http.StatusConflict, "delivery %s is pending, not dead: its next attempt is due at %s; only dead deliveries can be retried", d.ID, formatTime(d.NextAttempt))
