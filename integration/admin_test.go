@@ -517,4 +517,7 @@ func TestAdminRetention(t *testing.T) {
 	if st.Dead != 1 || st.Retention != "1ms" {
 		t.Errorf("stats after pruning: %+v", st)
 	}
+	// Close this queue before its directory is removed: the prune's
+	// compaction may still be writing into it.
+	load(otherDir, "")
 }
