@@ -346,9 +346,7 @@ func (b *bench) slow(r *result) error {
 		s.samples = append(s.samples, m)
 		progress("SLOW: depth %d: heap %s, RssAnon %s, RssFile %s", m.depth, mib(m.heap.HeapAlloc), mib(uint64(m.mem.RSSAnon)), mib(uint64(m.mem.RSSFile)))
 	}
-	if fi, err := os.Stat(filepath.Join(queueDir, "queue.db")); err == nil {
-		s.queueFileMiB = float64(fi.Size()) / (1 << 20)
-	}
+	s.queueFileMiB = float64(dirSize(filepath.Join(queueDir, "queue"))) / (1 << 20)
 	if b.o.profile > 0 {
 		path := filepath.Join(b.o.results, fmt.Sprintf("%s-SLOW-grown.heap.pprof", b.stamp))
 		if err := fetchHeapProfile(path); err == nil {
@@ -424,7 +422,7 @@ func (b *bench) details() string {
 			fmt.Fprintf(&sb, "| %s | %.0fs | %s | %s | %s | %s | %s |\n", depth, m.at.Seconds(),
 				mib(m.heap.HeapAlloc), mib(m.heap.HeapInuse), mib(m.heap.Sys), mib(uint64(m.mem.RSSAnon)), mib(uint64(m.mem.RSSFile)))
 		}
-		fmt.Fprintf(&sb, "\nqueue.db at full depth: %.0f MiB\n", r.slow.queueFileMiB)
+		fmt.Fprintf(&sb, "\nqueue directory at full depth: %.0f MiB\n", r.slow.queueFileMiB)
 	}
 	return sb.String()
 }

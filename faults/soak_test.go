@@ -4,9 +4,9 @@ package faults
 
 import (
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -62,9 +62,14 @@ func look(t *testing.T, p *caddyProc) sample {
 	if s.rss, err = p.rss(); err != nil {
 		t.Fatalf("soak: %v", err)
 	}
-	if fi, err := os.Stat(filepath.Join(p.home, "queue", "queue.db")); err == nil {
-		s.queueFile = fi.Size()
-	}
+	_ = filepath.WalkDir(filepath.Join(p.home, "queue", "queue"), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				s.queueFile += fi.Size()
+			}
+		}
+		return nil
+	})
 	return s
 }
 
