@@ -47,6 +47,9 @@ type site struct {
 	queueDir string
 	// hooks is the body of the callhook handler after `event after_call`.
 	hooks string
+	// routes are more handle blocks of the site, before the catch-all one
+	// that holds hooks (another target, say).
+	routes string
 }
 
 // caddyfile renders a full Caddyfile for a site on the process's ports.
@@ -78,6 +81,7 @@ http://127.0.0.1:%d {
 			event before_call
 		}
 	}
+	%s
 	handle {
 		callhook {
 			event after_call
@@ -85,7 +89,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, p.adminPort, dir, s.queue, s.globals, p.httpPort, s.hooks)
+`, p.adminPort, dir, s.queue, s.globals, p.httpPort, s.routes, s.hooks)
 }
 
 // newCaddy prepares a process on portBase+offset (HTTP) and the port after

@@ -32,6 +32,7 @@ const (
 	portsShutdown = 40
 	portsLease    = 50
 	portsSoak     = 60
+	portsFairness = 70
 )
 
 var (

@@ -77,6 +77,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
 	"github.com/callhook/caddy-callhook/module/queue"
@@ -210,6 +211,10 @@ func Open(opts Options) (*Queue, error) {
 		Cache:        cache,
 		MemTableSize: 16 << 20,
 		Logger:       pebbleLogger{opts.Logger},
+		// The plain file system: pebble's default wraps it in a disk-health
+		// checker whose goroutine outlives a failed Open (a locked
+		// directory), and its slow-disk events would go nowhere.
+		FS: vfs.Default,
 		// Defaults otherwise: pebble's own compactions return the space of
 		// deleted ranges.
 	}

@@ -1,0 +1,252 @@
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/callhook/caddy-callhook/module/queue"
+)
+
+// Backend-specific behaviour; the contract itself is checked by the
+// conformance suite (queuetest) in conformance_test.go.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	openT(t, dir, Options{})
+	_, err := Open(Options{Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestDirectoryPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	openT(t, dir, Options{})
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("queue directory mode %v, %v; want 0700 (records hold secrets)", fi.Mode().Perm(), err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(Options{}); err == nil {
+		t.Error("empty dir accepted")
+	}
+	if _, err := Open(Options{Dir: t.TempDir(), MaxPending: -1}); err == nil {
+		t.Error("negative max pending accepted")
+	}
+	dir := t.TempDir()
+	q := openT(t, dir, Options{})
+	q.Close()
+	// A store of another format version is refused, not read.
+	db := openT(t, dir, Options{})
+	db.db.Set(metaVersion, u64(99), nil)
+	db.Close()
+	if _, err := Open(Options{Dir: dir}); err == nil || !strings.Contains(err.Error(), "format version 99") {
+		t.Fatalf("other format version: %v", err)
+	}
+}
+
+// TestDurableWithoutClose copies the store while it is open, as a crash
+// would leave it: everything Enqueue answered for is in the copy.
+func TestDurableWithoutClose(t *testing.T) {
+	dir := t.TempDir()
+	q := openT(t, dir, Options{})
+	for i := range 50 {
+		if _, err := q.Enqueue(ctx, env(fmt.Sprint(i), dl(fmt.Sprint("d", i), "a"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crash := filepath.Join(t.TempDir(), "copy")
+	copyDir(t, dir, crash)
+	c := openT(t, crash, Options{})
+	st, err := c.Stats(ctx)
+	if err != nil || st.Pending != 50 {
+		t.Fatalf("after a crash: %+v, %v; want 50 pending", st, err)
+	}
+	ls, err := c.Lease(ctx, queue.LeaseRequest{Max: 100, Lease: time.Minute})
+	if err != nil || len(ls) != 50 {
+		t.Fatalf("leased %d after a crash, %v", len(ls), err)
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "LOCK" || e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGroupCommit: concurrent enqueuers share commits (and fsyncs).
+func TestGroupCommit(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				id := fmt.Sprintf("%d-%d", w, i)
+				if _, err := q.Enqueue(ctx, env(id, dl("d"+id, "a"))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	ops, syncs := q.committedOp.Load(), q.syncs.Load()
+	if ops != 64*20 {
+		t.Fatalf("%d ops committed", ops)
+	}
+	t.Logf("%d enqueues in %d synced commits (%.1f per fsync)", ops, syncs, float64(ops)/float64(syncs))
+	if syncs*2 > ops {
+		t.Errorf("%d fsyncs for %d concurrent enqueues: they are not grouped", syncs, ops)
+	}
+}
+
+// TestOutcomesDoNotWaitForFsync: acks are committed without an fsync of
+// their own, and reach the disk within outcomeSyncEvery.
+func TestOutcomesDoNotWaitForFsync(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	if _, err := q.Enqueue(ctx, env("1", dl("d1", "a"))); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := q.Lease(ctx, queue.LeaseRequest{Max: 1, Lease: time.Minute})
+	before := q.syncs.Load()
+	if err := q.Ack(ctx, ls[0].Token, queue.Attempt{Start: time.Now(), Status: 204}); err != nil {
+		t.Fatal(err)
+	}
+	if q.syncs.Load() != before {
+		t.Error("an ack waited for an fsync")
+	}
+	time.Sleep(3 * outcomeSyncEvery)
+	if q.syncs.Load() != before+1 {
+		t.Errorf("the ack was not synced within %s (%d syncs)", outcomeSyncEvery, q.syncs.Load()-before)
+	}
+}
+
+// TestLowDiskRefusesNewWork: below MinFreeBytes Enqueue answers ErrFull
+// and stores nothing; outcomes still go through.
+func TestLowDiskRefusesNewWork(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{MinFreeBytes: 1 << 62})
+	_, err := q.Enqueue(ctx, env("1", dl("d1", "a")))
+	if !errors.Is(err, queue.ErrFull) || !strings.Contains(err.Error(), "free") {
+		t.Fatalf("enqueue on a full disk: %v", err)
+	}
+	if st, _ := q.Stats(ctx); st != (queue.Stats{}) {
+		t.Fatalf("stored something: %+v", st)
+	}
+}
+
+// TestLaneSkipIsConstant: a lane whose destination budget is used up costs
+// a lease nothing, whatever its backlog (the bug this store replaced:
+// leasing stopped after 4096 skipped keys).
+func TestLaneSkipIsConstant(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	const backlog = 20000
+	var ds []*queue.Delivery
+	for i := range backlog {
+		ds = append(ds, dl(fmt.Sprint("slow", i), "slow"))
+		if len(ds) == 500 {
+			if _, err := q.Enqueue(ctx, env(fmt.Sprint(i), ds...)); err != nil {
+				t.Fatal(err)
+			}
+			ds = nil
+		}
+	}
+	if _, err := q.Enqueue(ctx, env("fast", dl("fast", "fast"))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 10, Lease: time.Minute, DestinationBudget: map[string]int{"slow": 0}})
+	took := time.Since(start)
+	if err != nil || len(ls) != 1 || ls[0].Delivery.ID != "fast" {
+		t.Fatalf("leased %d (%v) past a capped backlog of %d", len(ls), err, backlog)
+	}
+	if took > 50*time.Millisecond {
+		t.Errorf("a lease past a capped backlog of %d took %s", backlog, took)
+	}
+}
+
+// TestDrainedLaneIsNotRescanned: after a lane drained, leasing it again
+// starts past its tombstones.
+func TestDrainedLaneIsNotRescanned(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	for i := range 20 {
+		var ds []*queue.Delivery
+		for j := range 500 {
+			ds = append(ds, dl(fmt.Sprintf("d%d-%d", i, j), "a"))
+		}
+		if _, err := q.Enqueue(ctx, env(fmt.Sprint(i), ds...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 1000, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			break
+		}
+		for _, l := range ls {
+			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := q.Enqueue(ctx, env("late", dl("late", "a"))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 10, Lease: time.Minute})
+	if err != nil || len(ls) != 1 {
+		t.Fatal(len(ls), err)
+	}
+	q.sched.mu.Lock()
+	lwm := q.sched.lanes[laneName("a", "t/w")].lwm
+	q.sched.mu.Unlock()
+	if due, _, ok := parseDue(lwm, len(lanePrefix(laneName("a", "t/w")))); !ok || time.Since(due) > time.Minute {
+		t.Errorf("the lane's low-water mark %x is not at its live key", lwm)
+	}
+	t.Logf("lease after draining 10 000: %s", time.Since(start))
+}
+
+func TestCorruptRecordsAreErrors(t *testing.T) {
+	for _, b := range [][]byte{nil, {}, {'p'}, {'p', 0xff}} {
+		if _, err := decodeMutable(b); err == nil {
+			t.Errorf("decodeMutable(%x) accepted", b)
+		}
+	}
+	d := &queue.Delivery{}
+	if err := decodeStatic([]byte{codecVersion, 200}, d); err == nil {
+		t.Error("truncated static record accepted")
+	}
+}
