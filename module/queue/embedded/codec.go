@@ -21,10 +21,10 @@ var errCorrupt = errors.New("corrupt record")
 
 type enc struct{ b []byte }
 
-func (e *enc) u(v uint64)   { e.b = binary.AppendUvarint(e.b, v) }
-func (e *enc) i(v int64)    { e.b = binary.AppendVarint(e.b, v) }
-func (e *enc) s(v string)   { e.u(uint64(len(v))); e.b = append(e.b, v...) }
-func (e *enc) by(v []byte)  { e.u(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) u(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) i(v int64)     { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) s(v string)    { e.u(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) by(v []byte)   { e.u(uint64(len(v))); e.b = append(e.b, v...) }
 func (e *enc) t(v time.Time) { e.i(timeNano(v)) }
 func (e *enc) d(v time.Duration) {
 	e.i(int64(v))
