@@ -185,7 +185,8 @@ func TestQueueCap(t *testing.T) {
 }
 
 // TestDiskFull puts the queue on a small tmpfs and fills it. Ingest must
-// answer 503 (the queue reports a full disk as full), store nothing of a
+// answer 503 (the queue refuses new work while less than 16 MiB are free,
+// because its store cannot survive a failed log write), store nothing of a
 // rejected event, and accept again as soon as there is room; everything
 // accepted must arrive. Mounting needs root (CAP_SYS_ADMIN): where that is
 // not allowed the test is skipped, and the cap (max_pending) is the guard.
@@ -196,7 +197,7 @@ func TestDiskFull(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=40m,mode=0700"); err != nil {
 		t.Skipf("disk full: cannot mount a small tmpfs for the queue (%v; needs root or CAP_SYS_ADMIN); skipping, max_pending is the documented guard", err)
 	}
 	t.Cleanup(func() {
@@ -219,20 +220,20 @@ func TestDiskFull(t *testing.T) {
 	post := newPoster(t, p.base(), led)
 
 	var rs []rejection
-	for round := 0; round < 20 && len(rs) == 0; round++ {
+	for round := 0; round < 400 && len(rs) == 0; round++ {
 		rs = postBurst(t, post, fmt.Sprintf("disk-%d", round), 16, 4000)
 	}
 	if len(rs) == 0 {
-		t.Fatal("disk full: the 256k tmpfs never filled up")
+		t.Fatal("disk full: the 40m tmpfs never filled up")
 	}
 	filledAt := led.eventCount()
 	checkRejections(t, "disk full", rs, "full")
-	if !strings.Contains(p.logTail(200000), "no space left") {
+	if !strings.Contains(p.logTail(200000), "MiB free on the disk") {
 		t.Errorf("disk full: Caddy's log does not say the disk is full")
 	}
 
 	// Make room: grow the tmpfs, as freeing disk space would.
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=16m,mode=0700"); err != nil {
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_REMOUNT, "size=128m,mode=0700"); err != nil {
 		t.Fatalf("growing the tmpfs: %v", err)
 	}
 	rc.setPolicy(okReply)

@@ -51,7 +51,7 @@ func TestKilledMidAttempt(t *testing.T) {
 	p.restart()
 	tl := waitDelivered(led, leaseWait, rc)
 	verify(t, "lease", led, tl, rc)
-	recovered := p.logCount(`"msg":"recovered leased deliveries"`)
+	recovered := p.logCount(`"msg":"queue opened; pending deliveries, including any a previous process was attempting, are due again"`)
 	if recovered == 0 {
 		t.Errorf("lease: the restart did not report recovering the leases the killed process held")
 	}

@@ -245,6 +245,12 @@ func Open(opts Options) (*Queue, error) {
 		cache.Unref()
 		return nil, err
 	}
+	if q.committed.pending > 0 {
+		// One process owns the directory, so anything pending was left by a
+		// process that is gone, including what it had leased: due now.
+		q.log.Info("queue opened; pending deliveries, including any a previous process was attempting, are due again",
+			zap.String("dir", q.dir), zap.Int64("pending", q.committed.pending), zap.Int64("dead", q.committed.dead))
+	}
 	go q.commitLoop()
 	return q, nil
 }
@@ -364,13 +370,15 @@ func (q *Queue) reading(fn func() error) error {
 }
 
 // checkDisk refuses new work when the disk is nearly full (see
-// defaultMinFree). statfs runs at most every 100ms.
+// defaultMinFree).
 func (q *Queue) checkDisk() error {
 	if q.minFree < 0 {
 		return nil
 	}
+	// While the disk is fine statfs runs at most every 100ms; once it is
+	// low, on every call, so new work is taken as soon as there is room.
 	now := time.Now().UnixNano()
-	if last := q.freeCheck.Load(); now-last > int64(100*time.Millisecond) && q.freeCheck.CompareAndSwap(last, now) {
+	if last := q.freeCheck.Load(); (q.lowDisk.Load() || now-last > int64(100*time.Millisecond)) && q.freeCheck.CompareAndSwap(last, now) {
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(q.dir, &st); err == nil {
 			q.lowDisk.Store(int64(st.Bavail)*int64(st.Bsize) < q.minFree)
