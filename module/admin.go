@@ -134,6 +134,12 @@ func (a *adminAPI) handleList(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := listAnswer{Deliveries: make([]deliveryView, 0, len(ds)), NextCursor: next}
 	for _, d := range ds {
+		// A list page shows each delivery's attempts; the queue's List
+		// leaves the history out, so a page costs one read per row.
+		if full, err := e.q.Get(ctx, d.ID); err == nil {
+			full.State, full.LeasedUntil = d.State, d.LeasedUntil
+			d = full
+		}
 		out.Deliveries = append(out.Deliveries, viewDelivery(d, listResponseBytes))
 	}
 	return writeAdminJSON(w, out)

@@ -33,6 +33,7 @@ const (
 	ixEvent   = 'e'
 	ixCallID  = 'c'
 	ixEventID = 'v'
+	ixAll     = 'a' // every delivery, value ""
 )
 
 var (

@@ -90,6 +90,9 @@ func (q *Queue) load(id string, history bool) (*queue.Delivery, error) {
 
 // List returns deliveries matching f, newest first (see queue.Store).
 func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return queue.Page{}, err
+	}
 	if f.State != "" && !f.State.Valid() {
 		return queue.Page{}, fmt.Errorf("unknown state %q: use pending, leased, delivered or dead", f.State)
 	}
@@ -125,12 +128,10 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
 	case f.State != "":
 		value = string(stateByte(f.State))
 	}
-	var pfx []byte
 	if field == ixState && value == "" {
-		pfx = []byte{pIndex, ixState} // every delivery is in exactly one state range
-	} else {
-		pfx = indexPrefix(field, value)
+		field = ixAll
 	}
+	pfx := indexPrefix(field, value)
 	var page queue.Page
 	err := q.reading(func() error {
 		upper := prefixEnd(pfx)
@@ -170,9 +171,6 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
 				return err
 			}
 			if matches(d, f) {
-				if err := q.fillHistory(d); err != nil {
-					return err
-				}
 				hits = append(hits, hit{d: d})
 				if len(hits) == limit {
 					break
@@ -261,9 +259,6 @@ func (q *Queue) listLeased(ctx context.Context, f queue.Filter, limit int, curso
 			if len(page.Deliveries) == limit {
 				page.Next = base64.RawURLEncoding.EncodeToString(last)
 				break
-			}
-			if err := q.fillHistory(d); err != nil {
-				return err
 			}
 			page.Deliveries = append(page.Deliveries, d)
 			last = it.key
@@ -427,6 +422,9 @@ func (q *Queue) Redeliver(ctx context.Context, d *queue.Delivery) error {
 		revive(w, id, st, m)
 	})
 	if err == nil && n == 0 {
+		if _, gerr := q.Get(ctx, d.ID); gerr != nil {
+			return gerr
+		}
 		return fmt.Errorf("delivery %s: %w", d.ID, queue.ErrNotDead)
 	}
 	return err
@@ -701,12 +699,21 @@ func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byt
 			if err != nil {
 				return err
 			}
-			has := di.First()
+			keep := false
+			for ok := di.First(); ok && !keep; ok = di.Next() {
+				mv, err := w.get(mutableKey(string(di.Value())))
+				if err != nil {
+					di.Close()
+					return err
+				}
+				m, err := decodeMutable(mv)
+				keep = mv != nil && (err != nil || m.state != queue.Delivered)
+			}
 			if err := di.Close(); err != nil {
 				return err
 			}
-			if has {
-				continue // a delivery of it is still kept
+			if keep {
+				continue // a delivery of it is pending or dead
 			}
 			w.del(k)
 			w.del(eventKey(id))

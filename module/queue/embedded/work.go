@@ -176,6 +176,7 @@ func writeIndexes(w *wtx, id string, st static, seq uint64, state queue.State) {
 	w.set(indexKey(ixEvent, st.event, st.created, seq), v)
 	w.set(indexKey(ixCallID, st.callID, st.created, seq), v)
 	w.set(indexKey(ixEventID, st.eventID, st.created, seq), v)
+	w.set(indexKey(ixAll, "", st.created, seq), v)
 }
 
 func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
@@ -185,6 +186,7 @@ func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
 	w.del(indexKey(ixEvent, st.event, st.created, seq))
 	w.del(indexKey(ixCallID, st.callID, st.created, seq))
 	w.del(indexKey(ixEventID, st.eventID, st.created, seq))
+	w.del(indexKey(ixAll, "", st.created, seq))
 }
 
 // moveState moves a delivery's state-index key.
