@@ -155,7 +155,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading the callhook app: %v", err)
 	}
 	h.app = appIface.(*App)
-	return nil
+	return h.app.webhooks.add(h)
 }
 
 // compile resolves defaults and placeholders and compiles every expression
@@ -266,9 +266,6 @@ func compileFields(input string, explicit []FieldMapping) (mapping.Fields, error
 	return out, nil
 }
 
-// Validate is done in Provision (compiling is validating); nothing is left.
-func (h *Handler) Validate() error { return nil }
-
 // answer is the body of 200 and 202 answers.
 type answer struct {
 	Event      string      `json:"event"`
@@ -325,7 +322,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			ds = append(ds, d)
 		}
 	}
-	dedupKey := h.Target + "\x00" + ev.Name + "\x00" + ev.CallID
+	dedupKey := h.Target + "\x00" + ev.Name + "\x00" + ev.CallID + h.app.webhooks.dedupScope(h)
 	refs, dup, err := h.app.enqueue(r.Context(), dedupKey, ds)
 	if err != nil {
 		h.logger.Error("event not accepted: the queue could not store it",
@@ -458,6 +455,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

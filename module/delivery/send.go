@@ -32,8 +32,12 @@ const DefaultMaxResponse = 64 << 10
 // is 10 MiB, read into memory by every worker a receiver keeps busy.
 const maxResponseHeader = 64 << 10
 
-// DefaultUserAgent is sent when SenderOptions.UserAgent is empty.
-const DefaultUserAgent = "caddy-callhook"
+// Version is callhook's version, sent in the User-Agent of every webhook.
+const Version = "0.1.0"
+
+// DefaultUserAgent is sent when SenderOptions.UserAgent is empty: SPEC §5's
+// `callhook/<version>`.
+const DefaultUserAgent = "callhook/" + Version
 
 // Standard Webhooks header names. They are sent lower-case, as the spec
 // writes them, for receivers that compare case-sensitively.

@@ -370,8 +370,8 @@ func TestSendDefaultUserAgent(t *testing.T) {
 	if r := s.Send(context.Background(), delivery(srv.URL)); !r.OK {
 		t.Fatal(r.Reason)
 	}
-	if ua := <-got; ua != DefaultUserAgent {
-		t.Errorf("User-Agent = %q", ua)
+	if ua := <-got; ua != "callhook/"+Version {
+		t.Errorf("User-Agent = %q, want SPEC §5's callhook/<version>", ua)
 	}
 }
 

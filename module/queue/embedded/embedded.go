@@ -117,7 +117,7 @@ type Queue struct {
 	db          *bbolt.DB
 	path        string
 	dedupWindow time.Duration
-	maxPending  int
+	maxPending  atomic.Int64 // 0: unlimited; SetMaxPending changes it
 	log         *zap.Logger
 	now         func() time.Time
 
@@ -140,6 +140,11 @@ type Queue struct {
 }
 
 var _ queue.Queue = (*Queue)(nil)
+
+// SetMaxPending changes the cap on pending+leased deliveries of an open
+// queue (0 or less: unlimited), for a reload that changes max_pending.
+// Deliveries already over a lowered cap stay; new ones wait for room.
+func (q *Queue) SetMaxPending(n int) { q.maxPending.Store(int64(max(n, 0))) }
 
 // Open opens (creating if needed) the queue file, puts back every delivery a
 // previous process left leased, and starts the committer.
@@ -185,7 +190,6 @@ func Open(opts Options) (*Queue, error) {
 		db:          db,
 		path:        opts.Path,
 		dedupWindow: opts.DedupWindow,
-		maxPending:  opts.MaxPending,
 		log:         opts.Logger,
 		now:         opts.now,
 		ops:         make(chan *op, maxBatch),
@@ -193,6 +197,7 @@ func Open(opts Options) (*Queue, error) {
 		stopped:     make(chan struct{}),
 	}
 
+	q.maxPending.Store(int64(opts.MaxPending))
 	recovered, err := q.init()
 	if err != nil {
 		_ = db.Close()

@@ -109,10 +109,10 @@ func (q *Queue) Enqueue(ctx context.Context, dedupKey string, ds []*queue.Delive
 				return fmt.Errorf("delivery id %q already exists in the queue; the event was not stored, ids must be unique", it.d.ID)
 			}
 		}
-		if q.maxPending > 0 && live > 0 {
+		if limit := q.maxPending.Load(); limit > 0 && live > 0 {
 			c := t.counts()
-			if n := c.pending + c.leased; n+int64(live) > int64(q.maxPending) {
-				return fmt.Errorf("%w: %d deliveries are waiting and the limit is %d; receivers are down or too slow, check them or raise the limit", queue.ErrFull, n, q.maxPending)
+			if n := c.pending + c.leased; n+int64(live) > limit {
+				return fmt.Errorf("%w: %d deliveries are waiting and the limit is %d; receivers are down or too slow, check them or raise the limit", queue.ErrFull, n, limit)
 			}
 		}
 
