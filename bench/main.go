@@ -3,7 +3,7 @@
 // callhook against the baselines it should be compared with: Caddy's own
 // `respond 202` (the ingest ceiling of any Caddy handler) and a bare Go relay
 // (the same webhooks, no durability). Everything listens on 127.0.0.1,
-// ports 9400-9499. It prints one markdown table.
+// ports 9400-9499 (-port-base or CALLHOOK_BENCH_PORT_BASE moves them). It prints one markdown table.
 //
 //	go run ./bench              # the full run (about 20 minutes)
 //	go run ./bench -quick       # a smoke run (about 2 minutes)
@@ -38,6 +38,15 @@ type options struct {
 	sinkDelay               time.Duration
 	only                    []string
 	keep                    bool
+	portBase                int
+}
+
+// envInt reads an integer environment variable, or def if unset or bad.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // rowNames are the rows of the table, in the order they run: baselines
@@ -68,7 +77,10 @@ func main() {
 	flag.DurationVar(&o.profile, "profile", 20*time.Second, "CPU profile length taken from the Caddy admin endpoint during S1, S5 and SLOW (0: none)")
 	flag.DurationVar(&o.sinkDelay, "sink-latency", 0, "fixed latency the webhook sink adds before answering")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (queues, Caddy logs)")
+	portBase := flag.Int("port-base", envInt("CALLHOOK_BENCH_PORT_BASE", defaultPortBase), "first of the 100 ports on 127.0.0.1 the harness listens on (env CALLHOOK_BENCH_PORT_BASE)")
 	flag.Parse()
+	setPorts(*portBase)
+	o.portBase = *portBase
 
 	if *role == "relay" {
 		if err := runRelay(fmt.Sprintf("127.0.0.1:%d", portRelay), *relayMode, o.workers, o.relayQueue, sinkPorts); err != nil {

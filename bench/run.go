@@ -125,7 +125,7 @@ func (b *bench) relay(r *result, mode string, perEvent int, latency bool) error 
 		return err
 	}
 	p, err := start("relay ("+mode+")", dir, filepath.Join(dir, "relay.log"), exe,
-		"-role=relay", "-relay-mode="+mode,
+		"-role=relay", "-relay-mode="+mode, fmt.Sprintf("-port-base=%d", b.o.portBase),
 		fmt.Sprintf("-workers=%d", b.o.workers), fmt.Sprintf("-relay-queue=%d", b.o.relayQueue))
 	if err != nil {
 		return err

@@ -5,19 +5,31 @@ import (
 	"strings"
 )
 
-// Every listener the harness starts is on 127.0.0.1, in 9400-9499.
-const (
-	portCaddy    = 9400 // the Caddy under test (respond 202 or callhook)
-	portAdmin    = 9401 // its admin endpoint (pprof, heap)
-	portRelay    = 9402 // the bare Go relay
-	portSinkS1   = 9410 // S1 webhooks and the relay's 1-POST mode
-	portSinkS5   = 9411 // S5's five receivers are 9411-9415
-	portSinkSlow = 9416 // SLOW's paused receiver
+// Every listener the harness starts is on 127.0.0.1, in base..base+99
+// (-port-base or CALLHOOK_BENCH_PORT_BASE; default 9400).
+const defaultPortBase = 9400
+
+var (
+	portCaddy    int // the Caddy under test (respond 202 or callhook)
+	portAdmin    int // its admin endpoint (pprof, heap)
+	portRelay    int // the bare Go relay
+	portSinkS1   int // S1 webhooks and the relay's 1-POST mode
+	portSinkS5   int // S5's five receivers are base+11 to base+15
+	portSinkSlow int // SLOW's paused receiver
+
+	// sinkPorts are the relay's destinations: [0] for s1, [1:6] for s5, in
+	// the order of the S5 webhooks.
+	sinkPorts []int
 )
 
-// sinkPorts are the relay's destinations: [0] for s1, [1:6] for s5, in the
-// order of the S5 webhooks.
-var sinkPorts = []int{portSinkS1, portSinkS5, portSinkS5 + 1, portSinkS5 + 2, portSinkS5 + 3, portSinkS5 + 4}
+// setPorts places every listener relative to base.
+func setPorts(base int) {
+	portCaddy, portAdmin, portRelay = base, base+1, base+2
+	portSinkS1, portSinkS5, portSinkSlow = base+10, base+11, base+16
+	sinkPorts = []int{portSinkS1, portSinkS5, portSinkS5 + 1, portSinkS5 + 2, portSinkS5 + 3, portSinkS5 + 4}
+}
+
+func init() { setPorts(defaultPortBase) }
 
 // benchSecret signs the webhooks that are signed (Standard Webhooks form).
 const benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -76,7 +76,7 @@ func caddyBinary(t *testing.T) string {
 		cmd.Dir = ".." // the module root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("building caddy with callhook (go build ./xcaddy): %v\n%s", err, out)
+			buildErr = fmt.Errorf("building caddy with callhook (go build -o caddy ./xcaddy): %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -141,7 +141,11 @@ func TestJSONLoadErrors(t *testing.T) {
 	}{
 		{"typo", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","params":[{"name":"p","expr":"call.calller"}]}]}`, "webhook w: param p"},
 		{"format", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","format":"yaml"}]}`, "unknown format"},
-		{"token env empty", `{"handler":"callhook","token":"{env.CALLHOOK_SURELY_UNSET}"}`, "empty after expanding"},
+		{"token env empty", `{"handler":"callhook","token":"{env.CALLHOOK_SURELY_UNSET}"}`, "token: {env.CALLHOOK_SURELY_UNSET} is not set"},
+		// an unset secret would send unsigned webhooks, an unset header `Bearer `
+		{"secret env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","secret":"{env.CALLHOOK_SURELY_UNSET}"}]}`, "webhook w: secret: {env.CALLHOOK_SURELY_UNSET} is not set"},
+		{"header env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","headers":[{"name":"Authorization","value":"Bearer {env.CALLHOOK_SURELY_UNSET}"}]}]}`, "webhook w: header Authorization: {env.CALLHOOK_SURELY_UNSET} is not set"},
+		{"url env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://{env.CALLHOOK_SURELY_UNSET}/x"}]}`, "webhook w: url: {env.CALLHOOK_SURELY_UNSET} is not set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

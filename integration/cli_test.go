@@ -268,15 +268,24 @@ func TestRenderCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("sample data", func(t *testing.T) {
+		// no --data: the event's built-in sample; no --event either: all
+		for _, args := range [][]string{{"--config", config, "--event", "after_call"}, {"--config", config}} {
+			stdout, stderr, code := run(t, "", args...)
+			if code == 2 || !strings.Contains(stdout, "# webhook crm (target shop, event after_call)") {
+				t.Errorf("%v: exit %d\nstdout: %s\nstderr: %s", args, code, stdout, stderr)
+			}
+		}
+	})
+
 	t.Run("usage errors", func(t *testing.T) {
 		for _, tc := range []struct {
 			name     string
 			args     []string
 			mentions string
 		}{
-			{"no event", []string{"--config", config, "--data", full}, "--event is required"},
 			{"unknown event", []string{"--config", config, "--event", "hangup", "--data", full}, "hangup"},
-			{"no data", []string{"--config", config, "--event", "after_call"}, "--data is required"},
+			{"data without event", []string{"--config", config, "--data", full}, "--event is required with --data"},
 			{"no config", []string{"--event", "after_call", "--data", full}, "--config is required"},
 			{"missing config", []string{"--config", filepath.Join(home, "nope"), "--event", "after_call", "--data", full}, "reading the config"},
 			{"unknown webhook", []string{"--config", config, "--event", "after_call", "--data", full, "--webhook", "nope"}, "billing, crm"},

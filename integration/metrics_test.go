@@ -158,6 +158,8 @@ func TestMetrics(t *testing.T) {
 		{"/calls/after_call", `{"call_id":"m-x"}`, nil, http.StatusUnauthorized},
 		{"/calls/after_call", `{"call_id":`, auth, http.StatusBadRequest},
 		{"/calls/hangup", `{"call_id":"m-x"}`, auth, http.StatusUnprocessableEntity},
+		// a known event with a field of the wrong type: counted under its name
+		{"/calls/after_call", `{"call_id":"m-y","duration":"long"}`, auth, http.StatusUnprocessableEntity},
 	} {
 		if status, _ := postJSON(t, r.path, r.body, r.header...); status != r.status {
 			t.Fatalf("POST %s %s: status %d, want %d", r.path, r.body, status, r.status)
@@ -184,6 +186,7 @@ func TestMetrics(t *testing.T) {
 			events("", "rejected", 401):            1,
 			events("", "rejected", 400):            1,
 			events("", "rejected", 422):            1,
+			events("after_call", "rejected", 422):  1,
 
 			deliveries("ok", "delivered"):    n,
 			deliveries("ok", "retry"):        0,

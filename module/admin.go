@@ -398,6 +398,10 @@ func retryable(d *queue.Delivery) error {
 // would only fail again, with a less useful error.
 func rendered(d *queue.Delivery) bool { return d.Request.URL != "" }
 
+// stateLeased lists the deliveries an attempt is running for: the stats
+// count them apart, so the list takes the same name.
+const stateLeased = queue.Leased
+
 // filterParams are the query parameters of the list; retry takes the
 // same minus paging and state.
 var filterParams = []string{"state", "webhook", "event", "call_id", "target", "limit", "cursor"}
@@ -425,9 +429,9 @@ func parseFilter(q url.Values, paging bool) (queue.Filter, error) {
 		Limit:   defaultAdminLimit,
 	}
 	switch f.State {
-	case "", queue.Pending, queue.Delivered, queue.Dead:
+	case "", queue.Pending, stateLeased, queue.Delivered, queue.Dead:
 	default:
-		return f, apiError(http.StatusBadRequest, "state %q: expected pending, delivered or dead", f.State)
+		return f, apiError(http.StatusBadRequest, "state %q: expected pending, leased, delivered or dead", f.State)
 	}
 	if f.Event != "" && !intake.IsEventName(f.Event) {
 		return f, apiError(http.StatusBadRequest, "event %q is not a callhook event: expected one of %s", f.Event, strings.Join(intake.EventNames, ", "))

@@ -5,6 +5,7 @@
 package callhook
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,7 +26,7 @@ func init() {
 }
 
 // Version is sent in the User-Agent of every webhook.
-const Version = "0.1.0"
+const Version = delivery.Version
 
 // App is the `callhook` app. It owns the durable queue and the delivery
 // workers that all callhook handlers share. Queued work survives config
@@ -37,6 +38,7 @@ type App struct {
 	QueueRaw json.RawMessage `json:"queue,omitempty" caddy:"namespace=callhook.queues inline_key=backend"`
 
 	// Workers is how many deliveries are attempted at once. Default: 64.
+	// Changes take effect on reload.
 	Workers int `json:"workers,omitempty"`
 
 	// PerDestination caps concurrent attempts to one receiver
@@ -58,11 +60,20 @@ type App struct {
 	Retention caddy.Duration `json:"retention,omitempty"`
 
 	backend QueueBackend
-	guard   *delivery.Guard
+	cfg     settings // computed once, in Provision
 	logger  *zap.Logger
 	engine  atomic.Value  // *engine, set by Start; handlers may run before it
 	started chan struct{} // closed by Start once engine is set
+	holding *atomic.Bool  // between Start and Stop (or Cleanup)
+
+	// webhooks is every handler's webhooks of this config, by target, so the
+	// rules of SPEC §7 hold per target across handler blocks.
+	webhooks *targetRegistry
 }
+
+// pendingCap is implemented by a queue backend module that has a cap on
+// waiting deliveries (max_pending) to apply on reload.
+type pendingCap interface{ PendingCap() int }
 
 // QueueBackend is implemented by `callhook.queues.*` modules.
 type QueueBackend interface {
@@ -86,6 +97,8 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.started = make(chan struct{})
+	a.holding = new(atomic.Bool)
+	a.webhooks = new(targetRegistry)
 	if a.QueueRaw == nil {
 		a.QueueRaw = json.RawMessage(`{"backend":"embedded"}`)
 	}
@@ -98,11 +111,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("module %T is not a callhook queue backend", mod)
 	}
 	a.backend = backend
-	prefixes, err := ParseDestinations(a.AllowDestinations)
-	if err != nil {
+	if a.cfg, err = a.settings(); err != nil {
 		return err
 	}
-	a.guard = delivery.NewGuard(prefixes)
+	a.cfg.logger = a.logger
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering callhook metrics: %v", err)
 	}
@@ -130,72 +142,80 @@ func ParseDestinations(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Validate checks the settings.
-func (a *App) Validate() error {
-	if a.Workers < 0 || a.PerDestination < 0 {
-		return fmt.Errorf("workers and per_destination must not be negative")
-	}
-	if a.PerDestination > 0 && a.Workers > 0 && a.PerDestination > a.Workers {
-		return fmt.Errorf("per_destination (%d) is more than workers (%d)", a.PerDestination, a.Workers)
-	}
-	return nil
-}
-
 // engines holds the open queues and their workers across config reloads.
 var engines = caddy.NewUsagePool()
 
 // Start opens the queue (or joins the one a previous config left open) and
-// starts the workers.
+// puts this config's settings in force.
 func (a *App) Start() error {
 	key := a.backend.Key()
 	val, loaded, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newEngine(a.backend, a.settings(), a.logger)
+		return newEngine(key, a.backend, a.cfg)
 	})
 	if err != nil {
 		return err
 	}
 	e := val.(*engine)
-	if loaded {
-		e.configure(a.settings())
-	}
+	e.hold(a)
+	a.holding.Store(true)
 	a.engine.Store(e)
 	close(a.started)
 	a.logger.Info("callhook started", zap.String("queue", key), zap.Bool("reused", loaded))
 	return nil
 }
 
-// Stop releases this config's hold on the queue. The last config to let go
-// drains in-flight attempts (bounded by drain_timeout) and closes it.
+// Stop releases this config's hold on the queue. If this config's settings
+// were in force over an older config that still runs (this one failed to
+// start), the older one's are put back. The last config to let go drains
+// in-flight attempts (bounded by drain_timeout) and closes the queue.
 func (a *App) Stop() error {
-	if a.loadEngine() == nil {
+	if a.holding == nil || !a.holding.CompareAndSwap(true, false) {
 		return nil
 	}
+	a.loadEngine().release(a)
 	_, err := engines.Delete(a.backend.Key())
 	return err
 }
 
-func (a *App) settings() settings {
-	s := settings{
-		workers:        a.Workers,
-		perDestination: a.PerDestination,
-		guard:          a.guard,
-		drain:          time.Duration(a.DrainTimeout),
-		retention:      time.Duration(a.Retention),
+// Cleanup lets go of the queue if Stop was never called: Caddy cancels a
+// config that failed after its apps started without stopping them.
+func (a *App) Cleanup() error { return a.Stop() }
+
+// settings computes the app's settings and their defaults; this is the one
+// place app defaults live.
+func (a *App) settings() (settings, error) {
+	if a.Workers < 0 || a.PerDestination < 0 {
+		return settings{}, fmt.Errorf("workers and per_destination must not be negative")
 	}
-	if s.workers == 0 {
-		s.workers = 64
+	prefixes, err := ParseDestinations(a.AllowDestinations)
+	if err != nil {
+		return settings{}, err
+	}
+	s := settings{
+		workers:        cmp.Or(a.Workers, delivery.DefaultWorkers),
+		perDestination: a.PerDestination,
+		guard:          delivery.NewGuard(prefixes),
+		drain:          cmp.Or(time.Duration(a.DrainTimeout), defaultDrainTimeout),
+		retention:      cmp.Or(time.Duration(a.Retention), defaultRetention),
+		maxPending:     -1,
 	}
 	if s.perDestination == 0 {
-		s.perDestination = max(1, s.workers/4)
+		s.perDestination = delivery.DefaultPerDestination(s.workers)
 	}
-	if s.drain == 0 {
-		s.drain = 10 * time.Second
+	if s.perDestination > s.workers {
+		return settings{}, fmt.Errorf("per_destination (%d) is more than workers (%d)", s.perDestination, s.workers)
 	}
-	if s.retention == 0 {
-		s.retention = 7 * 24 * time.Hour
+	if c, ok := a.backend.(pendingCap); ok {
+		s.maxPending = c.PendingCap()
 	}
-	return s
+	return s, nil
 }
+
+// App defaults (SPEC §2); the pool's are in package delivery.
+const (
+	defaultDrainTimeout = 10 * time.Second
+	defaultRetention    = 7 * 24 * time.Hour
+)
 
 // enqueue stores an event envelope.
 func (a *App) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueResult, error) {
@@ -237,7 +257,7 @@ func (a *App) loadEngine() *engine {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-	_ caddy.Validator   = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -230,7 +230,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	repl := adaptReplacer()
 	var hooks []*render.Webhook
 	for i, w := range h.Webhooks {
-		hook, err := render.Compile(w.config(repl, h))
+		var hook *render.Webhook
+		c, err := w.config(repl, h)
+		if err == nil {
+			hook, err = render.Compile(c)
+		}
 		if err != nil {
 			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
 		}

@@ -36,7 +36,7 @@ Commands for callhook, the call-event webhook plugin.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			renderCmd := &cobra.Command{
-				Use:   "render --config <path> --event <name> --data <file|-> [--adapter <name>] [--target <name>] [--webhook <name>] [--format text|json] [--show-secrets]",
+				Use:   "render --config <path> [--event <name>] [--data <file|->] [--adapter <name>] [--target <name>] [--webhook <name>] [--format text|json] [--show-secrets]",
 				Short: "Prints the requests an event would produce, without sending them",
 				Long: `
 Loads the config, compiles every callhook handler in it exactly as Caddy
@@ -50,6 +50,12 @@ webhook. Credential headers and query parameters are shown as [redacted]
 unless --show-secrets is given. The delivery ID is msg_render; the
 webhook-timestamp and webhook-signature headers are added when each attempt
 is sent.
+
+Without --data, the event is a built-in sample of that event (realistic,
+sparse where a PBX sends little: before_call has no duration yet and a
+hidden caller is "anonymous"). Without --event and --data, every webhook is
+rendered on the sample of each event it fires on: a quick check that no
+when or param breaks on ordinary input.
 
 A webhook whose when or params fail to evaluate for this event is reported
 with the Caddyfile line of the failing option.
@@ -77,8 +83,8 @@ Exit status: 0 when every matching webhook rendered (or its when was false),
 			}
 			renderCmd.Flags().StringP("config", "c", "", "Configuration file (required)")
 			renderCmd.Flags().StringP("adapter", "a", "", "Name of config adapter (default: caddyfile when the file name contains Caddyfile)")
-			renderCmd.Flags().StringP("event", "e", "", "Event name, such as after_call (required)")
-			renderCmd.Flags().StringP("data", "d", "", "File with the event body, JSON or form; - for stdin (required)")
+			renderCmd.Flags().StringP("event", "e", "", "Event name, such as after_call (default: every event, on sample data)")
+			renderCmd.Flags().StringP("data", "d", "", "File with the event body, JSON or form; - for stdin (default: a sample of the event)")
 			renderCmd.Flags().StringP("target", "t", "", "Only the handler with this target")
 			renderCmd.Flags().StringP("webhook", "w", "", "Only the webhook with this name")
 			renderCmd.Flags().StringP("format", "f", "text", "Output format: text or json")
@@ -107,6 +113,8 @@ const renderID = "msg_render"
 type renderOptions struct {
 	config, adapter, event, data, target, webhook, format string
 	showSecrets                                           bool
+	// all: every event in turn, on its sample (no --event, no --data)
+	all bool
 }
 
 // renderResult is one webhook's preview; --format json prints a list.
@@ -134,12 +142,10 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 	switch {
 	case o.config == "":
 		return exitUsage, errors.New("--config is required: the Caddyfile or JSON config with the callhook handlers")
-	case o.event == "":
-		return exitUsage, fmt.Errorf("--event is required: one of %s", strings.Join(intake.EventNames, ", "))
-	case !intake.IsEventName(o.event):
+	case o.event == "" && o.data != "":
+		return exitUsage, fmt.Errorf("--event is required with --data: one of %s", strings.Join(intake.EventNames, ", "))
+	case o.event != "" && !intake.IsEventName(o.event):
 		return exitUsage, fmt.Errorf("--event %q is not a callhook event: expected one of %s", o.event, strings.Join(intake.EventNames, ", "))
-	case o.data == "":
-		return exitUsage, errors.New("--data is required: a file with the event body (JSON or form), or - for stdin")
 	case o.format != "text" && o.format != "json":
 		return exitUsage, fmt.Errorf("--format %q: expected text or json", o.format)
 	}
@@ -156,21 +162,61 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 		return exitUsage, fmt.Errorf("%s has no callhook handler", o.config)
 	}
 	var data []byte
-	if o.data == "-" {
+	switch o.data {
+	case "":
+	case "-":
 		data, err = io.ReadAll(stdin)
-	} else {
+	default:
 		data, err = os.ReadFile(o.data)
 	}
 	if err != nil {
 		return exitUsage, fmt.Errorf("reading the event data: %v", err)
 	}
-
-	var targets []string
-	var selected []*Handler
 	for _, h := range handlers {
 		if err := prepareHandler(h); err != nil {
 			return exitUsage, fmt.Errorf("%s: %v", o.config, err)
 		}
+	}
+	if o.event != "" {
+		return renderEvent(o, handlers, lines, data, stdout, stderr)
+	}
+	// every event on its sample: one report, failures counted over all
+	status := 0
+	var failures []string
+	for _, ev := range intake.EventNames {
+		eo := o
+		eo.event, eo.all = ev, true
+		st, err := renderEvent(eo, handlers, lines, nil, stdout, io.Discard)
+		if st == exitUsage {
+			return st, err
+		}
+		if st != 0 {
+			status = st
+			failures = append(failures, err.Error())
+		}
+	}
+	if status != 0 {
+		return status, errors.New(strings.Join(failures, "; "))
+	}
+	return 0, nil
+}
+
+// renderEvent renders one event (data, or the event's sample when data is
+// nil) through the handlers.
+func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data []byte, stdout, stderr io.Writer) (int, error) {
+	sample := data == nil
+	bodies := [][]byte{data}
+	if sample {
+		bodies = nil
+		for _, b := range sampleEvents[o.event] {
+			bodies = append(bodies, []byte(b))
+		}
+		o.data = "(sample " + o.event + ")"
+	}
+
+	var targets []string
+	var selected []*Handler
+	for _, h := range handlers {
 		targets = append(targets, h.Target)
 		if o.target != "" && h.Target != o.target {
 			continue
@@ -186,6 +232,9 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 		return exitUsage, fmt.Errorf("--target %q: no callhook handler has that target; targets in %s: %s", o.target, o.config, strings.Join(uniq(targets), ", "))
 	}
 	if err := checkWebhookFlag(o, selected); err != nil {
+		if o.all {
+			return 0, nil // checking every event: this one has nothing to check
+		}
 		return exitUsage, err
 	}
 
@@ -193,29 +242,31 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 	results := []renderResult{}
 	failed := 0
 	for _, h := range selected {
-		ev, err := decodeRenderData(h, o.event, data)
-		if err != nil {
-			return exitUsage, fmt.Errorf("event data %s (target %s): %v", o.data, h.Target, err)
-		}
-		for _, hook := range h.hooks {
-			if (o.webhook != "" && hook.Name() != o.webhook) || !hook.Fires(o.event) {
-				continue
+		for _, data := range bodies {
+			ev, err := decodeRenderData(h, o.event, data)
+			if err != nil {
+				return exitUsage, fmt.Errorf("event data %s (target %s): %v", o.data, h.Target, err)
 			}
-			res := renderResult{Target: h.Target, Event: o.event, Webhook: hook.Name(), Headers: []headerView{}}
-			d := hook.Render(ev, h.Target, renderID, now)
-			switch {
-			case d == nil:
-				res.Skipped = "its when expression is false for this event"
-			case d.State == queue.Dead:
-				res.Error = d.LastError
-				if at := lines.locate(h.Target, d.Webhook, d.LastError); at != "" {
-					res.Error += ", at " + at
+			for _, hook := range h.hooks {
+				if (o.webhook != "" && hook.Name() != o.webhook) || !hook.Fires(o.event) {
+					continue
 				}
-				failed++
-			default:
-				fillRequest(&res, d, o.showSecrets)
+				res := renderResult{Target: h.Target, Event: o.event, Webhook: hook.Name(), Headers: []headerView{}}
+				d := hook.Render(ev, h.Target, renderID, now)
+				switch {
+				case d == nil:
+					res.Skipped = "its when expression is false for this event"
+				case d.State == queue.Dead:
+					res.Error = d.LastError
+					if at := lines.locate(h.Target, d.Webhook, d.LastError); at != "" {
+						res.Error += ", at " + at
+					}
+					failed++
+				default:
+					fillRequest(&res, d, o.showSecrets)
+				}
+				results = append(results, res)
 			}
-			results = append(results, res)
 		}
 	}
 
@@ -230,7 +281,11 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 		printText(stdout, o, results)
 	}
 	if failed > 0 {
-		return exitRenderFailed, fmt.Errorf("%d of %d webhooks could not be rendered for this %s event; their deliveries would be stored dead", failed, len(results), o.event)
+		what := "this " + o.event + " event"
+		if sample {
+			what = "the sample " + o.event + " event (run with --event " + o.event + " to see it)"
+		}
+		return exitRenderFailed, fmt.Errorf("%d of %d webhooks could not be rendered for %s; their deliveries would be stored dead", failed, len(results), what)
 	}
 	return 0, nil
 }

@@ -3,6 +3,8 @@ package callhook
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,41 +19,67 @@ var errNotStarted = errors.New("the callhook app is not running yet")
 // dedupWindow is how long a call_id+event+target is remembered (SPEC §3).
 const dedupWindow = 24 * time.Hour
 
-// settings are the app settings an engine can take over on a reload.
+// settings are everything of a config's app that a running engine takes
+// over: computed once, with their defaults, when the app is provisioned,
+// and applied to an engine through configure only.
 type settings struct {
 	workers        int
 	perDestination int
 	guard          *delivery.Guard
 	drain          time.Duration
 	retention      time.Duration
+	// maxPending is the queue's cap on waiting deliveries, or -1 when the
+	// backend does not say (it then keeps what it opened with).
+	maxPending int
+	logger     *zap.Logger
 }
+
+// pendingCapper is implemented by an open queue whose cap on waiting
+// deliveries (max_pending) can change while it is open, so a reload that
+// keeps the queue but changes its cap takes effect.
+type pendingCapper interface{ SetMaxPending(n int) }
 
 // engine is one open queue with its sender and workers. It outlives the
 // config that created it as long as a newer config uses the same queue.
 // It never uses a config's context: those are cancelled on every reload.
 type engine struct {
+	key    string
 	q      queue.Queue
 	sender *delivery.Sender
 	pool   *delivery.Pool
+	// logger writes through the logger of the config now in charge (see
+	// swapCore); the pool and the queue were handed it when they opened.
 	logger *zap.Logger
+	logs   *swapCore
 
 	mu       sync.Mutex
 	settings settings
+	// holders are the started apps using this engine, oldest first. The
+	// newest one's settings are in force; when it stops while older ones
+	// still hold the engine (its config failed to start), the settings of
+	// the one before it are put back.
+	holders []*App
 
-	stopPrune chan struct{}
-	pruneDone chan struct{}
+	// pruneCtx bounds pruning: Destruct cancels it, so a large prune cannot
+	// hold a stop past drain_timeout.
+	pruneCtx    context.Context
+	cancelPrune context.CancelFunc
+	pruneDone   chan struct{}
 }
 
-func newEngine(b QueueBackend, s settings, logger *zap.Logger) (*engine, error) {
+func newEngine(key string, b QueueBackend, s settings) (*engine, error) {
+	logs := newSwapCore(s.logger.Core())
+	logger := zap.New(logs).Named(s.logger.Name())
 	q, err := b.Open(logger)
 	if err != nil {
 		return nil, err
 	}
 	sender := delivery.NewSender(delivery.SenderOptions{
-		UserAgent: "callhook/" + Version,
+		UserAgent: delivery.DefaultUserAgent,
 		Guard:     s.guard,
 	})
 	e := &engine{
+		key:    key,
 		q:      q,
 		sender: sender,
 		pool: delivery.NewPool(delivery.PoolOptions{
@@ -65,23 +93,56 @@ func newEngine(b QueueBackend, s settings, logger *zap.Logger) (*engine, error) 
 			Observer: outcomeMetrics{},
 		}),
 		logger:    logger,
+		logs:      logs,
 		settings:  s,
-		stopPrune: make(chan struct{}),
 		pruneDone: make(chan struct{}),
 	}
+	e.pruneCtx, e.cancelPrune = context.WithCancel(context.Background())
+	e.applyLocked(s)
 	e.pool.Start()
 	go e.pruneLoop()
 	metrics.queue.track(e)
 	return e, nil
 }
 
-// configure applies a newer config's settings to a running engine.
-func (e *engine) configure(s settings) {
+// hold makes a the engine's newest user and applies its settings.
+func (e *engine) hold(a *App) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.holders = append(e.holders, a)
+	e.applyLocked(a.cfg)
+}
+
+// release drops a from the engine's users. If a's settings were in force
+// and an older config still uses the engine (a's config failed to start and
+// Caddy keeps the old one running), that config's settings are put back.
+func (e *engine) release(a *App) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := slices.Index(e.holders, a)
+	if i < 0 {
+		return
+	}
+	newest := i == len(e.holders)-1
+	e.holders = slices.Delete(e.holders, i, i+1)
+	if newest && len(e.holders) > 0 {
+		e.applyLocked(e.holders[len(e.holders)-1].cfg)
+		e.logger.Warn("a newer callhook config stopped before the one it replaced (it failed to start); the running config's settings are back in force",
+			zap.String("queue", e.key))
+	}
+}
+
+// applyLocked puts s in force: workers, per-destination cap, SSRF guard,
+// max_pending, retention, drain_timeout and the logger. It is the one place
+// settings reach a running engine. e.mu must be held.
+func (e *engine) applyLocked(s settings) {
 	e.settings = s
+	e.logs.set(s.logger.Core())
 	e.sender.SetGuard(s.guard)
-	e.pool.SetWorkers(s.workers)
+	e.pool.SetLimits(s.workers, s.perDestination)
+	if c, ok := e.q.(pendingCapper); ok && s.maxPending >= 0 {
+		c.SetMaxPending(s.maxPending)
+	}
 }
 
 // enqueue stores an event envelope. The queue's lease long poll wakes the
@@ -101,28 +162,35 @@ func (e *engine) pruneLoop() {
 		e.mu.Unlock()
 		now := time.Now()
 		cutoff := now.Add(-retention)
-		if err := e.q.Prune(context.Background(), queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-dedupWindow)}); err != nil && !errors.Is(err, queue.ErrClosed) {
+		err := e.q.Prune(e.pruneCtx, queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-dedupWindow)})
+		if err != nil && !errors.Is(err, queue.ErrClosed) && e.pruneCtx.Err() == nil {
 			e.logger.Error("pruning old deliveries failed; will try again in 10 minutes", zap.Error(err))
 		}
 		select {
-		case <-e.stopPrune:
+		case <-e.pruneCtx.Done():
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// Destruct drains in-flight attempts (bounded) and closes the queue. It is
-// called by the usage pool when the last config using this queue stops.
+// Destruct drains in-flight attempts and closes the queue, all within
+// drain_timeout (plus the queue's close). It is called by the usage pool when
+// the last config using this queue stops.
 func (e *engine) Destruct() error {
 	metrics.queue.untrack(e)
-	close(e.stopPrune)
-	<-e.pruneDone
 	e.mu.Lock()
 	drain := e.settings.drain
 	e.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	// A prune runs in chunks and stops between them once cancelled.
+	e.cancelPrune()
+	select {
+	case <-e.pruneDone:
+	case <-ctx.Done():
+		e.logger.Warn("pruning did not stop within drain_timeout; closing the queue under it", zap.Duration("drain_timeout", drain))
+	}
 	if err := e.pool.Stop(ctx); err != nil {
 		e.logger.Warn("stopped before every in-flight delivery finished; they will be retried on the next start",
 			zap.Duration("drain_timeout", drain), zap.Error(err))
@@ -132,5 +200,35 @@ func (e *engine) Destruct() error {
 	// file descriptor each for up to the transport's 90s idle timeout after
 	// a reload that moved to another queue.
 	e.sender.CloseIdleConnections()
+	e.warnLeftBehind()
 	return e.q.Close()
+}
+
+// warnLeftBehind says loudly how many deliveries stay in this queue when a
+// config that uses another queue is running (the queue path or backend was
+// changed in a reload): nothing sends them until a config uses this queue
+// again. A plain shutdown is not worth a warning: the next start resumes.
+func (e *engine) warnLeftBehind() {
+	var others []string
+	engines.Range(func(k, v any) bool {
+		if v != any(e) {
+			others = append(others, fmt.Sprint(k))
+		}
+		return true
+	})
+	if len(others) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	st, err := e.q.Stats(ctx)
+	if err != nil {
+		e.logger.Error("the running config uses another queue; this one is closed and its waiting deliveries could not be counted",
+			zap.String("queue", e.key), zap.Strings("now_using", others), zap.Error(err))
+		return
+	}
+	if n := st.Pending + st.Leased; n > 0 {
+		e.logger.Error("the running config uses another queue: deliveries left in this one will not be sent until a config uses it again (point the queue back at it, or retry them there)",
+			zap.String("queue", e.key), zap.Strings("now_using", others), zap.Int("pending", n), zap.Int("dead", st.Dead))
+	}
 }

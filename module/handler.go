@@ -2,6 +2,7 @@ package callhook
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -155,7 +156,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading the callhook app: %v", err)
 	}
 	h.app = appIface.(*App)
-	return nil
+	return h.app.webhooks.add(h)
 }
 
 // compile resolves defaults and placeholders and compiles every expression
@@ -177,17 +178,25 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	}
 	h.token = nil
 	if h.Token != "" {
-		h.token = []byte(repl.ReplaceKnown(h.Token, ""))
-		if len(h.token) == 0 {
+		tok, err := expandEnv(repl, "token", h.Token)
+		if err != nil {
+			return fmt.Errorf("target %s: %v", h.Target, err)
+		}
+		if tok == "" {
 			return fmt.Errorf("target %s: token %q is empty after expanding placeholders; set the environment variable or remove token", h.Target, h.Token)
 		}
+		h.token = []byte(tok)
 	}
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
 	h.hooks = nil
 	for _, w := range h.Webhooks {
-		hook, err := render.Compile(w.config(repl, h))
+		c, err := w.config(repl, h)
+		if err != nil {
+			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
+		}
+		hook, err := render.Compile(c)
 		if err != nil {
 			return fmt.Errorf("target %s: %v", h.Target, err)
 		}
@@ -197,18 +206,18 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 }
 
 // config resolves {env.*} and the handler's defaults into a render.Config.
-func (w Webhook) config(repl *caddy.Replacer, h *Handler) render.Config {
+// A variable that is unset (or empty) is an error: it would send a URL
+// without its host, an `Authorization: Bearer ` or unsigned webhooks.
+func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error) {
 	c := render.Config{
 		Name:        w.Name,
 		On:          w.On,
-		URL:         repl.ReplaceKnown(w.URL, ""),
 		Method:      w.Method,
 		Format:      w.Format,
-		DateFormat:  w.DateFormat,
-		Timezone:    w.Timezone,
+		DateFormat:  cmp.Or(w.DateFormat, h.DateFormat),
+		Timezone:    cmp.Or(w.Timezone, h.Timezone),
 		When:        w.When,
 		Params:      w.Params,
-		Secret:      repl.ReplaceKnown(w.Secret, ""),
 		RPCMethod:   w.RPCMethod,
 		XMLRoot:     w.XMLRoot,
 		Timeout:     time.Duration(w.Timeout),
@@ -217,16 +226,42 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) render.Config {
 		BackoffMax:  time.Duration(w.BackoffMax),
 		MaxAge:      time.Duration(w.MaxAge),
 	}
-	if c.DateFormat == "" {
-		c.DateFormat = h.DateFormat
+	var err error
+	if c.URL, err = expandEnv(repl, "url", w.URL); err != nil {
+		return c, err
 	}
-	if c.Timezone == "" {
-		c.Timezone = h.Timezone
+	if c.Secret, err = expandEnv(repl, "secret", w.Secret); err != nil {
+		return c, err
 	}
 	for _, hd := range w.Headers {
-		c.Headers = append(c.Headers, render.Header{Name: hd.Name, Value: repl.ReplaceKnown(hd.Value, "")})
+		v, err := expandEnv(repl, "header "+hd.Name, hd.Value)
+		if err != nil {
+			return c, err
+		}
+		c.Headers = append(c.Headers, render.Header{Name: hd.Name, Value: v})
 	}
-	return c
+	return c, nil
+}
+
+// expandEnv resolves the {env.*} placeholders of a config value. One whose
+// variable is unset or empty is an error naming it (what says where it is).
+func expandEnv(repl *caddy.Replacer, what, s string) (string, error) {
+	for rest := s; ; {
+		i := strings.Index(rest, "{env.")
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			break
+		}
+		key := rest[i+1 : i+j]
+		if v, _ := repl.GetString(key); v == "" {
+			return "", fmt.Errorf("%s: {%s} is not set or empty in Caddy's environment; set %s, or take the placeholder out", what, key, strings.TrimPrefix(key, "env."))
+		}
+		rest = rest[i+j:]
+	}
+	return repl.ReplaceKnown(s, ""), nil
 }
 
 // compileFields merges the input preset with the explicit field mappings
@@ -265,9 +300,6 @@ func compileFields(input string, explicit []FieldMapping) (mapping.Fields, error
 	}
 	return out, nil
 }
-
-// Validate is done in Provision (compiling is validating); nothing is left.
-func (h *Handler) Validate() error { return nil }
 
 // answer is the body of 200 and 202 answers.
 type answer struct {
@@ -311,7 +343,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if ie.Status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", intake.AllowedMethods)
 			}
-			return h.reject(w, ie.Status, ie.Msg)
+			return h.rejectEvent(w, ie.Event, ie.Status, ie.Msg)
 		}
 		return h.reject(w, http.StatusBadRequest, err.Error())
 	}
@@ -330,7 +362,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	env := &queue.Envelope{
 		Event:      storedEvent(eventID, h.Target, ev, now),
-		DedupKey:   h.Target + "\x00" + ev.Name + "\x00" + ev.CallID,
+		DedupKey:   h.Target + "\x00" + ev.Name + "\x00" + ev.CallID + h.app.webhooks.dedupScope(h),
 		Deliveries: ds,
 	}
 	res, err := h.app.enqueue(r.Context(), env)
@@ -386,10 +418,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // reject answers a request that brought no event callhook can store, and
 // counts it. Like Caddy's own handler errors, client errors are logged at
 // debug level (a public endpoint gets scanned) and server errors at error.
-// The event label stays empty: names from a rejected request are the
-// sender's choice and would make the metric's cardinality unbounded.
+// The event label stays empty unless the request named a canonical event:
+// other names are the sender's choice and would make the metric's
+// cardinality unbounded.
 func (h *Handler) reject(w http.ResponseWriter, status int, msg string) error {
-	countEvent(h.Target, "", eventRejected, status)
+	return h.rejectEvent(w, "", status, msg)
+}
+
+func (h *Handler) rejectEvent(w http.ResponseWriter, event string, status int, msg string) error {
+	if !intake.IsEventName(event) {
+		event = ""
+	}
+	countEvent(h.Target, event, eventRejected, status)
 	lvl := zapcore.DebugLevel
 	if status >= 500 {
 		lvl = zapcore.ErrorLevel
@@ -479,6 +519,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

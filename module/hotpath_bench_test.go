@@ -88,7 +88,11 @@ func benchHandler(tb testing.TB, q queue.Queue) *Handler {
 	}
 	repl := caddy.NewReplacer()
 	for _, w := range h.Webhooks {
-		hook, err := render.Compile(w.config(repl, h))
+		c, err := w.config(repl, h)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		hook, err := render.Compile(c)
 		if err != nil {
 			tb.Fatal(err)
 		}

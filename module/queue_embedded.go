@@ -58,6 +58,9 @@ func (q *EmbeddedQueue) Provision(caddy.Context) error {
 	return nil
 }
 
+// PendingCap is max_pending, applied to the open queue on every reload.
+func (q *EmbeddedQueue) PendingCap() int { return q.MaxPending }
+
 // Key identifies the queue by its directory.
 func (q *EmbeddedQueue) Key() string { return "embedded:" + q.file }
 
@@ -109,5 +112,7 @@ func (q *EmbeddedQueue) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	_ caddy.Provisioner     = (*EmbeddedQueue)(nil)
 	_ QueueBackend          = (*EmbeddedQueue)(nil)
+	_ pendingCap            = (*EmbeddedQueue)(nil)
+	_ pendingCapper         = (*embedded.Queue)(nil)
 	_ caddyfile.Unmarshaler = (*EmbeddedQueue)(nil)
 )

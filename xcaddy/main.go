@@ -1,5 +1,5 @@
 // Command xcaddy builds a Caddy binary with the standard modules and callhook,
-// so `go build ./xcaddy` needs no extra tool.
+// so `go build -o caddy ./xcaddy` needs no extra tool.
 package main
 
 import (

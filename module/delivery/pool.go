@@ -53,7 +53,7 @@ type PoolOptions struct {
 	// Workers is the number of concurrent attempts (default 64).
 	Workers int
 	// PerDestination caps concurrent attempts per Delivery.Destination
-	// (default max(1, Workers/4)), so one slow receiver cannot take every
+	// (default DefaultPerDestination(Workers)), so one slow receiver cannot take every
 	// worker. Deliveries without a Destination are not capped.
 	PerDestination int
 	// Lease is added to a delivery's timeout to form its lease (default 30s).
@@ -147,8 +147,24 @@ func (p *Pool) setWorkersLocked(n int) {
 	}
 	p.workers = n
 	if p.perDestAuto {
-		p.perDest = max(1, n/4)
+		p.perDest = DefaultPerDestination(n)
 	}
+}
+
+// DefaultPerDestination is the per-destination cap for a number of workers
+// when none is configured: a quarter of them, at least one.
+func DefaultPerDestination(workers int) int { return max(1, workers/4) }
+
+// SetLimits changes the number of concurrent attempts and the cap per
+// destination (<= 0 means the defaults). Attempts already running above a
+// lowered limit finish normally.
+func (p *Pool) SetLimits(workers, perDestination int) {
+	p.mu.Lock()
+	p.perDest = perDestination
+	p.perDestAuto = perDestination <= 0
+	p.setWorkersLocked(workers)
+	p.mu.Unlock()
+	p.Notify()
 }
 
 // SetWorkers changes the number of concurrent attempts (n <= 0 means the

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/callhook/caddy-callhook/internal/text"
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
@@ -32,8 +33,12 @@ const DefaultMaxResponse = 64 << 10
 // is 10 MiB, read into memory by every worker a receiver keeps busy.
 const maxResponseHeader = 64 << 10
 
-// DefaultUserAgent is sent when SenderOptions.UserAgent is empty.
-const DefaultUserAgent = "caddy-callhook"
+// Version is callhook's version, sent in the User-Agent of every webhook.
+const Version = "0.1.0"
+
+// DefaultUserAgent is sent when SenderOptions.UserAgent is empty: SPEC §5's
+// `callhook/<version>`.
+const DefaultUserAgent = "callhook/" + Version
 
 // Standard Webhooks header names. They are sent lower-case, as the spec
 // writes them, for receivers that compare case-sensitively.
@@ -286,10 +291,19 @@ func (s *Sender) attempt(ctx context.Context, d *queue.Delivery, timeout time.Du
 	case code >= 300 && code <= 399:
 		r = permanent(redirectReason(resp))
 	case code == http.StatusRequestTimeout, code == http.StatusTooEarly,
-		code == http.StatusTooManyRequests, code >= 500:
+		code == http.StatusTooManyRequests, code >= 500 && code <= 599:
 		r = retryableStatus(code)
 	default:
+		// including 600 and above: no HTTP status, so no reason to retry
 		r = statusResult(code)
+	}
+	if !r.OK && d.Policy.JSONRPC && code >= 400 {
+		// A JSON-RPC error code that says the request itself is wrong is
+		// permanent whatever the HTTP status it came with (SPEC §5): many
+		// servers answer JSON-RPC errors with a 500.
+		if rr, failed := jsonrpcResult(body); failed && !rr.Retryable {
+			r = permanent("http " + strconv.Itoa(code) + ": " + rr.Reason)
+		}
 	}
 	if !r.OK {
 		r.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
@@ -324,17 +338,13 @@ func (s *Sender) build(ctx context.Context, d *queue.Delivery, start time.Time) 
 	}
 	for _, h := range d.Request.Header {
 		name, value := h[0], h[1]
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			return nil, fmt.Sprintf("invalid header name %q", name)
 		}
 		if !httpguts.ValidHeaderFieldValue(value) {
 			// net/http refuses these on every attempt, so it is not worth
 			// a retry; CR and LF would split the header.
 			return nil, fmt.Sprintf("invalid value for header %s: contains a line break, NUL or another control character", name)
-		}
-		if strings.EqualFold(name, "Host") {
-			req.Host = value // net/http ignores a Host entry in Header
-			continue
 		}
 		req.Header.Add(name, value)
 	}
@@ -353,22 +363,6 @@ func (s *Sender) build(ctx context.Context, d *queue.Delivery, start time.Time) 
 		req.Header[hdrSignature] = []string{Sign(d.Policy.Secret, d.ID, ts, d.Request.Body)}
 	}
 	return req, ""
-}
-
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // classifyError turns a failed round trip into plain words. ctx is the
@@ -549,14 +543,8 @@ func clean(s string, limit int) string {
 		}
 		return r
 	}, s)
-	if len(s) > limit {
-		cut := limit
-		for cut > 0 && !isRuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
+	if cut, ok := text.Cut(s, limit); ok {
+		s = cut + "…"
 	}
 	return s
 }
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }

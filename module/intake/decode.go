@@ -142,11 +142,18 @@ func bodyData(r *http.Request, maxBody int64, query url.Values, queryErr error, 
 const formType = "application/x-www-form-urlencoded"
 
 // finish builds the event from the decoded data.
-func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (*Event, error) {
+func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (_ *Event, err error) {
 	name, err := eventName(opts.EventName, data, r)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		// the event is known (canonical) from here on: say which it was
+		var ie *Error
+		if errors.As(err, &ie) {
+			ie.Event = name
+		}
+	}()
 
 	var mapped map[string]any
 	if opts.Remap != nil {

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/callhook/caddy-callhook/internal/text"
 )
 
 // Error is a request error with the HTTP status to answer and a message that
@@ -14,6 +15,9 @@ import (
 type Error struct {
 	Status int
 	Msg    string
+	// Event is the canonical event name when the request named one, so a
+	// rejection can be counted per event without unbounded label values.
+	Event string
 }
 
 // Error returns the message.
@@ -32,14 +36,11 @@ const maxQuoted = 64
 // quote quotes s for a message, cut to maxQuoted bytes at a rune boundary.
 // Invalid UTF-8 comes out escaped, so messages are always valid text.
 func quote(s string) string {
-	if len(s) <= maxQuoted {
+	cut, ok := text.Cut(s, maxQuoted)
+	if !ok {
 		return strconv.Quote(s)
 	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "…"
+	return strconv.Quote(cut) + "…"
 }
 
 // describe renders a decoded value for an error message.

@@ -67,9 +67,16 @@ func E164(s, defaultCountry string) (string, error) {
 		}
 	}
 	if len(d) < 7 || len(d) > 15 {
-		return "", fmt.Errorf("e164: %q is not a phone number (%d digits after normalising; E.164 allows 7 to 15)", s, len(d))
+		return "", fmt.Errorf("e164: %q is not a phone number (%s after normalising; E.164 allows 7 to 15)", s, countDigits(len(d)))
 	}
 	return "+" + d, nil
+}
+
+func countDigits(n int) string {
+	if n == 1 {
+		return "1 digit"
+	}
+	return fmt.Sprintf("%d digits", n)
 }
 
 // trunkTrim drops the "8" trunk prefix used in Russia and Kazakhstan

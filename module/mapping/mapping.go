@@ -18,6 +18,7 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/callhook/caddy-callhook/internal/text"
 	"github.com/callhook/caddy-callhook/module/intake"
 )
 
@@ -164,15 +165,11 @@ func shortenSnippet(fe *file.Error, source string) {
 // quoteShort quotes an expression for an error message, shortened: expr's
 // own message already shows the line with a caret under the problem.
 func quoteShort(source string) string {
-	const limit = 200
-	if len(source) <= limit {
+	cut, ok := text.Cut(source, 200)
+	if !ok {
 		return strconv.Quote(source)
 	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(source[cut]) {
-		cut--
-	}
-	return strconv.Quote(source[:cut]) + "…"
+	return strconv.Quote(cut) + "…"
 }
 
 // RunBool evaluates a Bool program.

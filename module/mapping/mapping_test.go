@@ -190,6 +190,8 @@ func TestE164(t *testing.T) {
 		{in: "8 (916) 123-45-67", cc: "RU", want: "+79161234567"},
 		{in: "030 1234567", cc: "de", want: "+49301234567"},
 		{in: "123", cc: "UA", err: "not a phone number"},
+		{in: "+5", cc: "UA", err: "(1 digit after normalising"},
+		{in: "+56", cc: "UA", err: "(2 digits after normalising"},
 		{in: "0441234567", cc: "XX", err: "unknown country"},
 	}
 	for _, tt := range tests {

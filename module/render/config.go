@@ -6,6 +6,8 @@ package render
 
 import (
 	"time"
+
+	"github.com/callhook/caddy-callhook/module/delivery"
 )
 
 // Param is one `param NAME EXPRESSION` line.
@@ -43,15 +45,16 @@ type Config struct {
 	MaxAge      time.Duration
 }
 
-// Defaults of SPEC §2 and §6.
+// Defaults of SPEC §2 and §6. The delivery policy's live in package
+// delivery, which applies them to stored work too; they are only named here.
 const (
 	DefaultMethod      = "POST"
 	DefaultFormat      = "json"
-	DefaultTimeout     = 10 * time.Second
-	DefaultMaxAttempts = 12
-	DefaultBackoffMin  = time.Second
-	DefaultBackoffMax  = time.Hour
-	DefaultMaxAge      = 72 * time.Hour
+	DefaultTimeout     = delivery.DefaultTimeout
+	DefaultMaxAttempts = delivery.DefaultMaxAttempts
+	DefaultBackoffMin  = delivery.DefaultBackoffMin
+	DefaultBackoffMax  = delivery.DefaultBackoffMax
+	DefaultMaxAge      = delivery.DefaultMaxAge
 	// MaxAttempts bounds max_attempts: queues keep the last 50 attempts of
 	// a delivery, and the attempt count is read from that history.
 	MaxAttempts = 50

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,16 +30,8 @@ func NewID() string {
 	}
 	var b [36]byte
 	copy(b[:4], "msg_")
-	hexEncode(b[4:], id[:])
+	hex.Encode(b[4:], id[:])
 	return string(b[:])
-}
-
-func hexEncode(dst, src []byte) {
-	const digits = "0123456789abcdef"
-	for i, c := range src {
-		dst[i*2] = digits[c>>4]
-		dst[i*2+1] = digits[c&0x0f]
-	}
 }
 
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -126,9 +119,12 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 	if u.User != nil {
 		return errors.New("url: the params put credentials (user@) in the URL; a host param must be a plain host name")
 	}
-	if !w.urlDots && hasDotSegment(u.EscapedPath()) {
+	if !w.urlDots && (hasDotSegment(u.EscapedPath()) || hasDotSegment(decodedPath(u))) {
 		// Receivers resolve these, so a value could step out of the path
-		// the config names (/calls/{param.id}/notes with id "..").
+		// the config names (/calls/{param.id}/notes with id ".."). A value
+		// such as "../admin" is escaped into one segment, "..%2Fadmin", but
+		// common proxies decode %2F (and treat \ as /) before resolving, so
+		// the path is checked as they would see it too.
 		return errors.New(`url: a param value makes a "." or ".." path segment, which would change the path the config names`)
 	}
 	d.Destination = u.Scheme + "://" + u.Host
@@ -167,6 +163,16 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 		d.Request.Header = append(d.Request.Header, [2]string{h.name, v})
 	}
 	return nil
+}
+
+// decodedPath is u's path as a proxy that decodes percent-escapes and
+// takes a backslash for a slash would resolve it.
+func decodedPath(u *url.URL) string {
+	p, err := url.PathUnescape(u.EscapedPath())
+	if err != nil {
+		p = u.EscapedPath()
+	}
+	return strings.ReplaceAll(p, `\`, "/")
 }
 
 // hasDotSegment reports whether an escaped URL path has a "." or ".."

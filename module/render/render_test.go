@@ -164,9 +164,14 @@ func TestURLDotSegments(t *testing.T) {
 		{url: "https://h/calls/{param.a}/delete", a: ".", dead: true},
 		{url: "https://h/calls/{param.a}{param.b}/delete", a: ".", b: ".", dead: true},
 		{url: "https://h/calls/.{param.a}", a: ".", dead: true},
-		{url: "https://h/calls/{param.a}", a: "../admin"}, // one segment "..%2Fadmin"
+		// one segment "..%2Fadmin", which proxies decode and resolve
+		{url: "https://h/calls/{param.a}", a: "../admin", dead: true},
+		{url: "https://h/calls/{param.a}", a: `..\admin`, dead: true},
+		{url: "https://h/calls/{param.a}", a: "x/../../admin", dead: true},
+		{url: "https://h/calls/{param.a}", a: "%2e%2e", dead: true}, // %252e%252e: decoded twice it is ".."
+		{url: "https://h/calls/{param.a}", a: "a/b"},                // a%2Fb: no dot segment either way
 		{url: "https://h/calls/{param.a}", a: "..."},
-		{url: "https://h/calls/{param.a}", a: "%2e%2e"}, // escaped to %252e%252e
+		{url: "https://h/calls/{param.a}", a: "v1.2"},
 		{url: "https://h/calls?id={param.a}", a: ".."},  // only the path is resolved
 		{url: "https://h/a/../calls/{param.a}", a: "x"}, // dots written by the config are its business
 	}

@@ -1,0 +1,103 @@
+package callhook
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	// the examples use reverse_proxy and console logs
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/callhook/caddy-callhook/module/intake"
+)
+
+func examples(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("../caddyfile_examples/*.Caddyfile")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	return files
+}
+
+// TestExamplesAreFormatted: `caddy fmt` finds nothing to change in any
+// shipped example, so running one prints no "input is not formatted".
+func TestExamplesAreFormatted(t *testing.T) {
+	for _, f := range examples(t) {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := caddyfile.Format(raw); !bytes.Equal(got, raw) {
+			t.Errorf("%s is not caddy fmt-clean; run: caddy fmt --overwrite %s", filepath.Base(f), f)
+		}
+	}
+}
+
+var envPlaceholder = regexp.MustCompile(`\{env\.([A-Za-z0-9_]+)\}`)
+
+// TestExamplesRenderOnSamples: every webhook of every shipped example
+// renders on the sample data of each event it fires on, so copying an
+// example makes no dead deliveries on ordinary input.
+func TestExamplesRenderOnSamples(t *testing.T) {
+	for _, f := range examples(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, _ := os.ReadFile(f)
+			for _, m := range envPlaceholder.FindAllStringSubmatch(string(raw), -1) {
+				t.Setenv(m[1], "sample-"+strings.ToLower(m[1]))
+			}
+			var out, errOut bytes.Buffer
+			status, err := runRender(renderOptions{config: f, format: "text"}, nil, &out, &errOut)
+			if status != 0 {
+				t.Errorf("exit %d: %v\n%s", status, err, out.String())
+			}
+		})
+	}
+}
+
+// TestSampleEvents: every canonical event has sample data that decodes.
+func TestSampleEvents(t *testing.T) {
+	h := &Handler{}
+	if err := prepareHandler(h); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range intake.EventNames {
+		if len(sampleEvents[ev]) == 0 {
+			t.Errorf("no sample for %s", ev)
+		}
+		for _, b := range sampleEvents[ev] {
+			if _, err := decodeRenderData(h, ev, []byte(b)); err != nil {
+				t.Errorf("%s sample: %v", ev, err)
+			}
+		}
+	}
+}
+
+// TestRenderFlagsSampleFailures: with no --event and --data, render runs
+// each webhook on the samples and fails on a when that breaks there.
+func TestRenderFlagsSampleFailures(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	os.WriteFile(cfg, []byte(`:8080 {
+	callhook {
+		webhook crm {
+			on after_call
+			url https://crm.example.com/calls
+			when "call.duration > 0"
+			param id call.call_id
+		}
+	}
+}
+`), 0o600)
+	var out, errOut bytes.Buffer
+	status, err := runRender(renderOptions{config: cfg, format: "text"}, nil, &out, &errOut)
+	if status != exitRenderFailed || err == nil || !strings.Contains(err.Error(), "sample after_call") {
+		t.Fatalf("exit %d, %v\n%s", status, err, out.String())
+	}
+	if !strings.Contains(out.String(), "webhook crm: when:") {
+		t.Errorf("the output does not show the failing when:\n%s", out.String())
+	}
+}
