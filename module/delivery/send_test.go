@@ -319,7 +319,7 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		{"Authorization", "Bearer tok"},
 		{"X-Multi", "second"},
 		{"webhook-id", "forged"}, // ours win
-		{"Host", "crm.example"}, // config cannot set Host (render refuses it); a stored one changes nothing
+		{"Host", "crm.example"},  // config cannot set Host (render refuses it); a stored one changes nothing
 	}
 	d.Policy.Secret = secret
 	r := s.Send(context.Background(), d)

@@ -28,9 +28,22 @@
 //   - Ordering: deliveries that share a non-empty [Delivery.OrderKey] are
 //     leased one at a time in enqueue order; the next one becomes eligible
 //     when the earlier one is delivered or dead.
-//   - After a crash every delivery that was not acknowledged is due again
-//     (at least once).
-//
+//   - After a crash every delivery that was not acknowledged is due again,
+//     at the latest when its lease would have ended (at least once). An
+//     outcome may be lost in a crash (the delivery is then attempted once
+//     more); a backend makes it durable shortly after it returns.
+//   - A lease that ended without an outcome is not an attempt: it does not
+//     count against max_attempts.
+//   - IDs of deliveries and events are new: reusing one is a caller's bug
+//     that a backend refuses (nothing of the envelope is stored).
+//   - A backend may cap pending plus leased deliveries (max_pending): over
+//     the cap Enqueue stores nothing and returns ErrFull. Deliveries stored
+//     dead or delivered on arrival do not count.
+//   - Pauses are stored by the backend (SetPause) but applied by the holder,
+//     which passes them in every LeaseRequest.Paused.
+//   - Close is idempotent, ends a waiting Lease, and makes every later call
+//     return ErrClosed.
+
 // # Mapping onto NATS JetStream
 //
 // The contract is shaped so that a JetStream backend needs no other shape:
@@ -225,14 +238,14 @@ type LeaseRequest struct {
 	Wait time.Duration
 
 	// DestinationBudget is how many more deliveries per Destination the
-	// holder can take; a destination not in the map gets
-	// DefaultDestinationBudget, and 0 there means unlimited. Deliveries
-	// without a Destination are not capped.
+	// holder can take (0 or less: none); a destination not in the map gets
+	// DefaultDestinationBudget, where 0 means unlimited. Deliveries without
+	// a Destination are not capped.
 	DestinationBudget        map[string]int
 	DefaultDestinationBudget int
 	// WebhookBudget caps, per WebhookKey, how many more deliveries of that
-	// webhook the holder can take (concurrency, rate tokens); a webhook not
-	// in the map is unlimited.
+	// webhook the holder can take (concurrency, rate tokens; 0 or less:
+	// none); a webhook not in the map is unlimited.
 	WebhookBudget map[string]int
 	// Paused webhooks (by WebhookKey) are not leased at all.
 	Paused map[string]bool
@@ -252,7 +265,8 @@ type Token string
 
 // Filter selects deliveries for List. Empty fields match everything.
 type Filter struct {
-	State   State
+	State State
+	// Webhook is a webhook's name, in whatever target (Target narrows it).
 	Webhook string
 	Event   string
 	CallID  string
@@ -327,8 +341,10 @@ type Work interface {
 	// (zero: now).
 	Enqueue(ctx context.Context, env *Envelope) (EnqueueResult, error)
 
-	// Lease hands out up to req.Max due deliveries within req's budgets,
-	// waiting up to req.Wait for some (see LeaseRequest).
+	// Lease hands out every due delivery the request's budgets allow, up to
+	// req.Max. If there is none it waits up to req.Wait for one to be
+	// enqueued, released, retried or to become due; when ctx ends first it
+	// returns ctx.Err() (an empty, nil-error answer means Wait ran out).
 	Lease(ctx context.Context, req LeaseRequest) ([]Lease, error)
 
 	// Ack records a successful attempt: the delivery is delivered.
@@ -357,13 +373,17 @@ type Store interface {
 	Stats(ctx context.Context) (Stats, error)
 
 	// RetryDead makes dead deliveries pending again, due now, with a fresh
-	// attempt budget (RetriedAt set, CreatedAt kept). No ids means every dead
-	// delivery. It returns how many.
+	// attempt budget (RetriedAt set, CreatedAt, LastError and the history
+	// kept; an ordered one goes to the back of its order key). No ids means
+	// every dead delivery. Named ones that are not dead, or unknown, are
+	// skipped. It returns how many.
 	RetryDead(ctx context.Context, ids ...string) (int, error)
 	// Redeliver replaces a dead delivery's request (and policy) with a newly
 	// rendered one and makes it pending, as RetryDead does; d.ID names it.
+	// ErrNotFound for an unknown ID, ErrNotDead for one not dead.
 	Redeliver(ctx context.Context, d *Delivery) error
-	// DeleteDead removes dead deliveries; it returns how many.
+	// DeleteDead removes dead deliveries (no ids: every dead one), skipping
+	// named ones that are not dead or unknown; it returns how many.
 	DeleteDead(ctx context.Context, ids ...string) (int, error)
 
 	// GetEvent returns a stored event.
