@@ -77,6 +77,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
@@ -217,6 +218,12 @@ func Open(opts Options) (*Queue, error) {
 		FS: vfs.Default,
 		// Defaults otherwise: pebble's own compactions return the space of
 		// deleted ranges.
+	}
+	// Bloom filters on every level: ingest looks up keys that are mostly
+	// absent (dedup keys), and without a filter each such lookup reads
+	// index and data blocks of every level.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(opts.Dir, popts)
 	if err != nil {

@@ -61,15 +61,12 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		if limit := q.maxPending.Load(); limit > 0 && pending > 0 && w.c.pending+pending > limit {
 			return fmt.Errorf("%w: %d deliveries are pending, the limit (max_pending) is %d", queue.ErrFull, w.c.pending, limit)
 		}
-		// IDs are new (random 128-bit ones); a reused one is a caller's bug
-		// that would corrupt the indexes, so it is refused.
+		// A reused event ID is a caller's bug that would corrupt the
+		// indexes: refused. (Delivery IDs, random 128-bit ones made with
+		// the event, are not looked up one by one: that would cost a read
+		// per delivery on the ingest path.)
 		if v, err := w.get(eventKey(env.Event.ID)); err != nil || v != nil {
 			return cmp.Or(err, fmt.Errorf("enqueue: event ID %s is already stored", env.Event.ID))
-		}
-		for _, p := range ps {
-			if v, err := w.get(mutableKey(p.d.ID)); err != nil || v != nil {
-				return cmp.Or(err, fmt.Errorf("enqueue: delivery ID %s is already stored", p.d.ID))
-			}
 		}
 		// Validated: write.
 		w.set(eventKey(env.Event.ID), evRec)
