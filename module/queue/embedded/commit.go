@@ -69,10 +69,12 @@ func (w *wtx) del(k []byte)    { _ = w.b.Delete(k, nil) }
 
 // effect kinds, applied to the scheduler after the commit.
 type effect struct {
-	kind  byte // fxDue, fxUnlease, fxPendingIndex
+	kind  byte // fxDue, fxUnlease, fxPendingIndex, fxWake
 	lane  string
 	key   []byte
+	id    string
 	due   time.Time
+	rec   *cachedRec // fxDue: the delivery's records, when at hand
 	lease *leaseRec
 }
 

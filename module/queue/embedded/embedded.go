@@ -210,7 +210,11 @@ func Open(opts Options) (*Queue, error) {
 	cache := pebble.NewCache(opts.CacheBytes)
 	popts := &pebble.Options{
 		Cache:        cache,
-		MemTableSize: 16 << 20,
+		// A large memtable keeps the short-lived keys of a queue that keeps
+		// pace (due keys, leases' outcomes) out of sstables, and the
+		// number of tables every lookup checks low. It is allocated
+		// outside the Go heap.
+		MemTableSize: 64 << 20,
 		Logger:       pebbleLogger{opts.Logger},
 		// The plain file system: pebble's default wraps it in a disk-health
 		// checker whose goroutine outlives a failed Open (a locked
@@ -314,9 +318,10 @@ func (q *Queue) loadState() error {
 		}
 		name := string(k[3 : 3+n])
 		l := q.sched.lane(name)
-		l.lwm = append([]byte(nil), k...)
-		ok = it.SeekGE(prefixEnd(l.pfx))
+		l.seed = append([]byte(nil), k...)
+		ok = it.SeekGE(l.end)
 	}
+	q.sched.opened = true
 	return it.Error()
 }
 

@@ -393,7 +393,7 @@ func revive(w *wtx, id string, st static, m mutable) {
 		}
 	}
 	if !m.gated {
-		putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), id, m.next, m.seq)
+		putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), id, m.next, m.seq, nil)
 	}
 	w.set(mutableKey(id), encodeMutable(&m))
 	w.c.dead--
