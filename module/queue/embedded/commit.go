@@ -220,7 +220,11 @@ func (q *Queue) run(ops []*op) {
 		live++
 		needSync = needSync || o.sync
 	}
-	if live > 0 {
+	if live > 0 && b.Empty() {
+		// Every op validated and none had anything to write (a prune with
+		// nothing to remove): nothing to commit.
+		q.sched.apply(ops)
+	} else if live > 0 {
 		b.Set(metaCounts, encodeCounts(tent), nil)
 		b.Set(metaSeq, u64(seq), nil)
 		wo := pebble.NoSync

@@ -166,6 +166,10 @@ type Queue struct {
 
 	// sched is the in-memory half: lanes, leases, pauses seen, wake-ups.
 	sched scheduler
+	// prune is where the retention prune stands; pruneMu makes Prune one
+	// at a time.
+	pruneMu sync.Mutex
+	prune   pruneState
 
 	freeCheck atomic.Int64 // unix nanos of the last statfs
 	lowDisk   atomic.Bool
@@ -174,6 +178,8 @@ type Queue struct {
 	commits     atomic.Int64
 	committedOp atomic.Int64
 	syncs       atomic.Int64
+	// pruneExamined counts the keys prunes looked at.
+	pruneExamined atomic.Int64
 }
 
 var _ queue.Queue = (*Queue)(nil)
@@ -209,7 +215,7 @@ func Open(opts Options) (*Queue, error) {
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	popts := &pebble.Options{
-		Cache:        cache,
+		Cache: cache,
 		// A large memtable keeps the short-lived keys of a queue that keeps
 		// pace (due keys, leases' outcomes) out of sstables, and the
 		// number of tables every lookup checks low. It is allocated

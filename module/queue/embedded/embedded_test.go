@@ -323,3 +323,40 @@ func TestLaneWindow(t *testing.T) {
 		t.Errorf("%d bytes of records still cached with nothing pending", cached)
 	}
 }
+
+// TestPruneCostsWhatItRemoves: events kept because their deliveries are
+// pending are not looked at again by every prune, and a pruned range's
+// tombstones are not walked again.
+func TestPruneCostsWhatItRemoves(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	old := time.Now().Add(-time.Hour)
+	for i := range 40 {
+		e := env(fmt.Sprint("p", i))
+		e.Event.ReceivedAt = old
+		for j := range 500 {
+			e.Deliveries = append(e.Deliveries, dl(fmt.Sprintf("p%d-%d", i, j), "a"))
+		}
+		if _, err := q.Enqueue(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := queue.PruneRequest{DeliveredBefore: time.Now(), EventsBefore: time.Now(), DedupBefore: time.Now().Add(-time.Hour)}
+	if err := q.Prune(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	before, commits := q.pruneExamined.Load(), q.commits.Load()
+	for range 20 {
+		if err := q.Prune(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := q.pruneExamined.Load() - before; n > 0 {
+		t.Errorf("20 prunes with nothing to remove looked at %d keys: they look at the 40 kept events again", n)
+	}
+	if n := q.commits.Load() - commits; n > 0 {
+		t.Errorf("20 prunes with nothing to remove made %d commits", n)
+	}
+	if _, err := q.GetEvent(ctx, "ev-p3"); err != nil {
+		t.Fatalf("an event with pending deliveries was pruned: %v", err)
+	}
+}
