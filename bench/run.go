@@ -278,7 +278,7 @@ func (b *bench) slow(r *result) error {
 	}
 	defer p.stop(30 * time.Second)
 	store := filepath.Join(queueDir, "queue")
-	s := &slowResult{emptyMiB: float64(dirSize(store)) / (1 << 20)}
+	s := &slowResult{}
 	r.slow = s
 	g := newGenerator(b.url(portCaddy), b.stamp+"-slow-", max(b.o.slowConns, 64))
 	defer g.close()
@@ -288,6 +288,8 @@ func (b *bench) slow(r *result) error {
 	if got, _ := sk.waitFor(warm.OK, time.Minute); warm.OK == 0 || got < warm.OK {
 		return fmt.Errorf("warm-up: %d of %d deliveries arrived\n%s", got, warm.OK, p.logTail())
 	}
+	// "Empty": open, with the warm-up's few deliveries delivered.
+	s.emptyMiB = float64(dirSize(store)) / (1 << 20)
 	sk.reset()
 	sk.pause()
 	defer sk.resume()
