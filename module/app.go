@@ -18,6 +18,7 @@ import (
 
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 func init() {
@@ -241,3 +242,32 @@ var (
 	_ caddy.Provisioner = (*App)(nil)
 	_ caddy.Validator   = (*App)(nil)
 )
+
+// loadChecks are the app settings that make a webhook a load-time error.
+type loadChecks struct {
+	// guard refuses literal internal addresses and localhost in URLs.
+	guard *delivery.Guard
+}
+
+// loadChecks derives them from the app's settings; it works on an app that
+// is not provisioned (the Caddyfile adapter, the render command).
+func (a *App) loadChecks() loadChecks {
+	if a == nil {
+		return loadChecks{}
+	}
+	prefixes, err := ParseDestinations(a.AllowDestinations)
+	if err != nil {
+		return loadChecks{} // Provision reports it
+	}
+	return loadChecks{guard: delivery.NewGuard(prefixes)}
+}
+
+// check applies the checks to one compiled webhook; zero checks pass.
+func (c loadChecks) check(hook *render.Webhook) error {
+	if c.guard != nil {
+		if err := hook.CheckDestination(c.guard); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package callhook
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -98,6 +99,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 
 func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
+	// The global option is parsed before any site: its allow_destinations
+	// and https_only let the URL checks fail here, with the line.
+	app := new(App)
+	if opt, ok := h.Option("callhook").(httpcaddyfile.App); ok {
+		if err := json.Unmarshal(opt.Value, app); err != nil {
+			return nil, h.Errf("reading the global callhook option: %v", err)
+		}
+	}
+	handler.adaptChecks = app.loadChecks()
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
 	return handler, err
 }
@@ -116,6 +126,8 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		max_body    <size>
 //		input       <preset>
 //		field       <canonical_field> <expression>
+//		dedup       <expression>|off
+//		dedup_window <duration>
 //		webhook <name> {
 //			on           <event>...
 //			url          <url>
@@ -196,6 +208,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body %q: expected a size such as 1MiB or 512KB", v)
 			}
 			h.MaxBody = int64(n)
+		case "dedup":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.Errf("dedup takes one expression, or off; quote an expression with spaces: dedup \"call.call_id\"")
+			}
+			if _, err := compileDedup(args[0]); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Dedup = args[0]
+		case "dedup_window":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if dur > maxDedupWindow {
+				return d.Errf("dedup_window %s is more than %s, how long repeats can be remembered", dur, maxDedupWindow)
+			}
+			h.DedupWindow = caddy.Duration(dur)
 		case "field":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -217,7 +247,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Webhooks = append(h.Webhooks, w)
 			hookLines = append(hookLines, located{file, line})
 		default:
-			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field or webhook", opt)
+			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window or webhook", opt)
 		}
 	}
 
@@ -231,6 +261,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	var hooks []*render.Webhook
 	for i, w := range h.Webhooks {
 		hook, err := render.Compile(w.config(repl, h))
+		if err == nil {
+			err = h.adaptChecks.check(hook)
+		}
 		if err != nil {
 			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
 		}

@@ -14,8 +14,10 @@ import (
 
 var errNotStarted = errors.New("the callhook app is not running yet")
 
-// dedupWindow is how long a call_id+event+target is remembered (SPEC §3).
-const dedupWindow = 24 * time.Hour
+// dedupWindow is how long dedup keys are kept before pruning: the longest
+// dedup_window a handler may set (each handler's own window, default 24h,
+// decides what counts as a repeat).
+const dedupWindow = maxDedupWindow
 
 // settings are the app settings an engine can take over on a reload.
 type settings struct {

@@ -69,15 +69,30 @@ type Handler struct {
 	// override the preset's mappings of the same field.
 	Fields []FieldMapping `json:"fields,omitempty"`
 
+	// Dedup decides what makes a repeat (SPEC §3). Empty: the same target,
+	// event, call_id and the same fields and values. "off": no repeats are
+	// detected. Anything else is an expression (over call, data, event,
+	// target, request) whose value, with the target and event, is the key;
+	// an expression that yields nil detects no repeat for that event.
+	Dedup string `json:"dedup,omitempty"`
+
+	// DedupWindow is how long an event is remembered for repeat detection.
+	// Default: 24h; at most 7 days.
+	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+
 	// Webhooks are the outbound webhooks of this target.
 	Webhooks []Webhook `json:"webhooks,omitempty"`
 
-	app    *App
-	hooks  []*render.Webhook
-	fields mapping.Fields
-	loc    *time.Location
-	token  []byte
-	logger *zap.Logger
+	app       *App
+	dedupProg *mapping.Program
+	// adaptChecks are the global option's load checks, known when the
+	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
+	adaptChecks loadChecks
+	hooks       []*render.Webhook
+	fields      mapping.Fields
+	loc         *time.Location
+	token       []byte
+	logger      *zap.Logger
 }
 
 // FieldMapping is one `field <canonical> <expression>` line.
@@ -147,14 +162,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.compile(caddy.NewReplacer()); err != nil {
 		return err
 	}
-	for _, w := range h.Webhooks {
-		initWebhookSeries(h.Target, w.Name)
-	}
 	appIface, err := ctx.App("callhook")
 	if err != nil {
 		return fmt.Errorf("loading the callhook app: %v", err)
 	}
 	h.app = appIface.(*App)
+	// The app's allow_destinations and https_only make some webhook URLs
+	// load-time errors.
+	if err := h.checkLoad(h.app.loadChecks()); err != nil {
+		return err
+	}
+	for _, w := range h.Webhooks {
+		initWebhookSeries(h.Target, w.Name)
+	}
 	return nil
 }
 
@@ -185,6 +205,12 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
+	if h.dedupProg, err = compileDedup(h.Dedup); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	if w := time.Duration(h.DedupWindow); w < 0 || w > maxDedupWindow {
+		return fmt.Errorf("target %s: dedup_window %s: expected a positive duration of at most %s", h.Target, w, maxDedupWindow)
+	}
 	h.hooks = nil
 	for _, w := range h.Webhooks {
 		hook, err := render.Compile(w.config(repl, h))
@@ -194,6 +220,16 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 		h.hooks = append(h.hooks, hook)
 	}
 	return render.CheckSet(h.Target, h.hooks)
+}
+
+// checkLoad applies the app's load-time rules to the compiled webhooks.
+func (h *Handler) checkLoad(checks loadChecks) error {
+	for _, hook := range h.hooks {
+		if err := checks.check(hook); err != nil {
+			return fmt.Errorf("target %s: %v", h.Target, err)
+		}
+	}
+	return nil
 }
 
 // config resolves {env.*} and the handler's defaults into a render.Config.
@@ -269,13 +305,6 @@ func compileFields(input string, explicit []FieldMapping) (mapping.Fields, error
 // Validate is done in Provision (compiling is validating); nothing is left.
 func (h *Handler) Validate() error { return nil }
 
-// answer is the body of 200 and 202 answers.
-type answer struct {
-	Event      string      `json:"event"`
-	Target     string      `json:"target"`
-	Deliveries []queue.Ref `json:"deliveries"`
-}
-
 // ServeHTTP accepts one call event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.token != nil && !h.authorized(r) {
@@ -290,7 +319,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.reject(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		}
 		body = b
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		// The unread rest stays behind, so a 413 can drain it.
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	eventName := h.Event
@@ -310,7 +340,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if ie.Status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", intake.AllowedMethods)
 			}
-			return h.reject(w, ie.Status, ie.Msg)
+			return h.rejectRequest(w, r, ie.Status, ie.Msg)
 		}
 		return h.reject(w, http.StatusBadRequest, err.Error())
 	}
@@ -325,21 +355,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			ds = append(ds, d)
 		}
 	}
-	dedupKey := h.Target + "\x00" + ev.Name + "\x00" + ev.CallID
-	refs, dup, err := h.app.enqueue(r.Context(), dedupKey, ds)
+	dedupKey, err := h.dedupKey(ev)
 	if err != nil {
-		h.logger.Error("event not accepted: the queue could not store it",
+		// Not the sender's fault and not worth losing the event over.
+		h.logger.Warn("dedup key could not be computed; the event is stored without repeat detection",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID), zap.Error(err))
-		countEvent(h.Target, ev.Name, eventRejected, http.StatusServiceUnavailable)
-		w.Header().Set("Retry-After", "5")
-		msg := "the delivery queue cannot accept events right now; retry later"
-		if errors.Is(err, queue.ErrFull) {
-			msg = "the delivery queue is full; retry later"
-		}
-		return writeError(w, http.StatusServiceUnavailable, msg)
+		dedupKey = ""
 	}
-	if refs == nil {
-		refs = []queue.Ref{}
+	// eventID names the stored event (queue v2: Envelope.Event.ID).
+	eventID := render.NewID()
+	qctx := queue.WithDedupWindow(r.Context(), h.dedupWindow())
+	refs, dup, err := h.app.enqueue(qctx, dedupKey, ds)
+	if err != nil {
+		status, msg := queueErrorStatus(err)
+		h.logger.Error("event not accepted: the queue could not store it",
+			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
+			zap.Int("status", status), zap.Error(err))
+		countEvent(h.Target, ev.Name, eventRejected, status)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
+		}
+		return writeError(w, status, msg)
+	}
+	if dup {
+		eventID = "" // queue v2 returns the first event's ID (EnqueueResult.EventID)
 	}
 	status := http.StatusAccepted
 	if dup {
@@ -372,7 +411,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		return next.ServeHTTP(w, r)
 	}
-	return writeJSON(w, status, answer{Event: ev.Name, Target: h.Target, Deliveries: refs})
+	return writeJSON(w, status, answer{EventID: eventID, Event: ev.Name, Target: h.Target, Deliveries: h.answerRefs(r.Context(), refs, ds, dup)})
 }
 
 // reject answers a request that brought no event callhook can store, and
@@ -390,6 +429,16 @@ func (h *Handler) reject(w http.ResponseWriter, status int, msg string) error {
 		ce.Write(zap.String("target", h.Target), zap.Int("status", status), zap.String("reason", msg))
 	}
 	return writeError(w, status, msg)
+}
+
+// rejectRequest is reject for a request whose body may be partly unread:
+// after a 413 the rest is drained so the client sees the answer.
+func (h *Handler) rejectRequest(w http.ResponseWriter, r *http.Request, status int, msg string) error {
+	if status != http.StatusRequestEntityTooLarge {
+		return h.reject(w, status, msg)
+	}
+	w.Header().Set("Connection", "close")
+	return drainBody(w, r, func() error { return h.reject(w, status, msg) })
 }
 
 // refList logs an answer's deliveries as [{"webhook":..,"delivery_id":..}].

@@ -61,7 +61,7 @@ func (q *EmbeddedQueue) Key() string { return "embedded:" + q.file }
 
 // Open opens (or creates) the queue file.
 func (q *EmbeddedQueue) Open(logger *zap.Logger) (queue.Queue, error) {
-	return embedded.Open(embedded.Options{Path: q.file, MaxPending: q.MaxPending, Logger: logger, DedupWindow: dedupWindow})
+	return embedded.Open(embedded.Options{Path: q.file, MaxPending: q.MaxPending, Logger: logger, DedupWindow: defaultDedupWindow})
 }
 
 // UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:

@@ -171,6 +171,7 @@ func compile(c Config) (*Webhook, error) {
 	if w.url, w.urlDots, err = parseURL(c.URL, names); err != nil {
 		return nil, err
 	}
+
 	for _, h := range c.Headers {
 		ht, err := compileHeader(h, names)
 		if err != nil {
@@ -251,6 +252,31 @@ func safeURL(raw string) string {
 		}
 	}
 	return raw
+}
+
+// CheckDestination checks the URL's host as written in the config against
+// the SSRF guard (SPEC §6): a literal address the guard refuses, or
+// localhost, is a load-time error. A host made from {param.X} is checked
+// when dialled, like every name.
+func (w *Webhook) CheckDestination(g *delivery.Guard) error {
+	a, errA := url.Parse(w.url.fill(func(string) string { return "a" }))
+	b, errB := url.Parse(w.url.fill(func(string) string { return "b" }))
+	if errA != nil || errB != nil || a.Hostname() != b.Hostname() {
+		return nil
+	}
+	if err := g.CheckHost(a.Hostname()); err != nil {
+		return fmt.Errorf("webhook %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// Scheme is the URL's scheme, http or https.
+func (w *Webhook) Scheme() string {
+	u, err := url.Parse(w.url.fill(func(string) string { return "x" }))
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
 }
 
 func parseURL(raw string, params []string) (t template, dots bool, err error) {

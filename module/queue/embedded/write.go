@@ -26,6 +26,7 @@ func (q *Queue) Enqueue(ctx context.Context, dedupKey string, ds []*queue.Delive
 		return nil, false, fmt.Errorf("dedup key is %d bytes; at most %d are allowed", len(dedupKey), maxDedupKeyLen)
 	}
 	now := q.now()
+	window := queue.DedupWindow(ctx, q.dedupWindow)
 	items := make([]prepared, len(ds))
 	refs := make([]queue.Ref, len(ds))
 	seen := make(map[string]bool, len(ds))
@@ -50,9 +51,9 @@ func (q *Queue) Enqueue(ctx context.Context, dedupKey string, ds []*queue.Delive
 		if c.CreatedAt.IsZero() {
 			c.CreatedAt = now
 		}
-		if c.State == queue.Dead {
-			// Dead on arrival (the request could not be rendered): kept for
-			// inspection and manual retry, never leased.
+		if c.State == queue.Dead || c.State == queue.Delivered {
+			// Dead on arrival (the request could not be rendered), or a
+			// sync call already made: kept for inspection, never leased.
 			c.FinishedAt = now
 		} else {
 			c.State = queue.Pending
@@ -91,7 +92,7 @@ func (q *Queue) Enqueue(ctx context.Context, dedupKey string, ds []*queue.Delive
 		if dedupKey != "" {
 			if v := t.b.dedup.Get([]byte(dedupKey)); len(v) >= 8 {
 				created := keyTime(v)
-				if now.Sub(created) < q.dedupWindow {
+				if now.Sub(created) < window {
 					var rs []queue.Ref
 					if err := json.Unmarshal(v[8:], &rs); err != nil {
 						return fmt.Errorf("stored refs of dedup key %q are corrupt: %w", dedupKey, err)
