@@ -107,6 +107,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad field", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tfield phone data.x\n\t}\n}\n", []string{"field phone: not a canonical call field", "Caddyfile:6"}},
 		{"bad input", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tinput asterisk\n\t}\n}\n", []string{"unknown input preset \"asterisk\"", "Caddyfile:6"}},
 		{"bad allow", "{\n\tcallhook {\n\t\tallow_destinations 10.0.0.0/33\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"allow_destinations", "10.0.0.0/33", "Caddyfile:3"}},
+		{"loopback url", urlHook("", "http://127.0.0.1:8080/x"), []string{"webhook w", "url host 127.0.0.1 is loopback", "allow_destinations", "Caddyfile:8"}},
+		{"localhost url", urlHook("", "http://localhost/x"), []string{"webhook w", "url host localhost is loopback", "allow_destinations", "Caddyfile:8"}},
+		{"metadata url", urlHook("", "http://169.254.169.254/latest"), []string{"cloud metadata", "allow_destinations", "Caddyfile:8"}},
+		{"private url outside allow", urlHook("allow_destinations 10.1.0.0/16", "https://10.2.0.1/x"), []string{"url host 10.2.0.1 is private", "allow_destinations", "Caddyfile:8"}},
 		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
 	}
 	for _, tt := range tests {
@@ -121,6 +125,36 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// urlHook is a config with one webhook calling url, and globals in the
+// callhook global option.
+func urlHook(globals, url string) string {
+	return "{\n\tcallhook {\n\t\t" + globals + "\n\t}\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl " + url + "\n\t\t}\n\t}\n}\n"
+}
+
+// TestAllowedDestinations: a literal internal host inside allow_destinations
+// adapts and validates; a host from a param is left to the dial-time guard.
+func TestAllowedDestinations(t *testing.T) {
+	for _, src := range []string{
+		urlHook("allow_destinations 127.0.0.1/32", "http://127.0.0.1:8080/x"),
+		urlHook("allow_destinations 127.0.0.1/32", "http://localhost:8080/x"),
+		urlHook("allow_destinations 10.0.0.0/8", "https://10.2.0.1/x"),
+		strings.Replace(urlHook("", "http://{param.host}/x"), "\t\t\ton after_call", "\t\t\ton after_call\n\t\t\tmethod GET\n\t\t\tformat form\n\t\t\tparam host data.host", 1),
+	} {
+		out, err := adapt(t, "Caddyfile", []byte(src))
+		if err != nil {
+			t.Errorf("adapt: %v\n%s", err, src)
+			continue
+		}
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Validate(&cfg); err != nil {
+			t.Errorf("validate: %v\n%s", err, src)
+		}
 	}
 }
 
@@ -142,6 +176,8 @@ func TestJSONLoadErrors(t *testing.T) {
 		{"typo", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","params":[{"name":"p","expr":"call.calller"}]}]}`, "webhook w: param p"},
 		{"format", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","format":"yaml"}]}`, "unknown format"},
 		{"token env empty", `{"handler":"callhook","token":"{env.CALLHOOK_SURELY_UNSET}"}`, "empty after expanding"},
+		{"loopback url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://127.0.0.1:9/x"}]}`, "webhook w: url host 127.0.0.1 is loopback, which the SSRF guard refuses: add 127.0.0.1/32 to allow_destinations"},
+		{"localhost url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://localhost/x"}]}`, "allow_destinations"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
