@@ -137,7 +137,9 @@ func TestLogs(t *testing.T) {
 		hook("refused", closedURL, "secret "+whsec)+
 		hook("redirect", redirect.URL, "secret "+whsec)+
 		hook("read_only", readOnly.URL, "format jsonrpc\n\t\t\t\tsecret "+whsec)+
-		hook("private", private.URL, "secret "+whsec)+
+		// a literal 127.0.0.2 fails at load; a host from a param reaches
+		// the dial-time guard
+		hook("private", "http://{param.host}:"+private.URL[strings.LastIndexByte(private.URL, ':')+1:], "secret "+whsec+"\n\t\t\t\tparam host \"'127.0.0.2'\"")+
 		hook("broken", ok.URL+"/broken", `param doubled "call.duration * 2"`)+`
 		}
 	}`)

@@ -83,6 +83,9 @@ type Result struct {
 	// Reason says in plain words why the attempt failed; it never holds header
 	// values or the secret.
 	Reason string
+	// Header is the response's header, nil when there was no response. Sync
+	// webhooks hand it to the reply; queued deliveries do not keep it.
+	Header http.Header
 }
 
 // NewSender returns a Sender with its own HTTP transport.
@@ -295,6 +298,7 @@ func (s *Sender) attempt(ctx context.Context, d *queue.Delivery, timeout time.Du
 		r.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
 	r.Attempt.Status = code
+	r.Header = resp.Header
 	if len(body) > 0 {
 		r.Attempt.Response = body
 	}

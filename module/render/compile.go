@@ -37,6 +37,7 @@ type Webhook struct {
 	urlDots  bool // the URL as written has a "." or ".." path segment
 	hasBody  bool
 	ctHeader bool // config sets its own Content-Type
+	sync     bool
 }
 
 type compiledParam struct {
@@ -62,6 +63,9 @@ func (w *Webhook) Name() string { return w.name }
 
 // On lists the events the webhook fires on.
 func (w *Webhook) On() []string { return w.on }
+
+// Sync reports whether this is a sync webhook (SPEC §9).
+func (w *Webhook) Sync() bool { return w.sync }
 
 // Fires reports whether the webhook is declared for event.
 func (w *Webhook) Fires(event string) bool { return slices.Contains(w.on, event) }
@@ -189,8 +193,20 @@ func compile(c Config) (*Webhook, error) {
 		}
 	}
 
+	w.sync = c.Sync
+	defTimeout := DefaultTimeout
+	if c.Sync {
+		switch {
+		case c.Timeout > MaxSyncTimeout:
+			return nil, fmt.Errorf("timeout %s is more than %s, the longest a sync webhook may keep the caller waiting", c.Timeout, MaxSyncTimeout)
+		case c.MaxAttempts > 1:
+			return nil, errors.New("max_attempts: a sync webhook is called once and never retried; remove max_attempts, or drop sync to queue it")
+		}
+		defTimeout = DefaultSyncTimeout
+		c.MaxAttempts = 1
+	}
 	w.policy = policy{
-		timeout:     or(c.Timeout, DefaultTimeout),
+		timeout:     or(c.Timeout, defTimeout),
 		maxAttempts: or(c.MaxAttempts, DefaultMaxAttempts),
 		backoffMin:  or(c.BackoffMin, DefaultBackoffMin),
 		backoffMax:  or(c.BackoffMax, DefaultBackoffMax),
