@@ -145,6 +145,14 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			max_attempts <n>
 //			backoff      <first> <longest>
 //			max_age      <duration>
+//			sync
+//		}
+//		reply <event> {
+//			status   <code>
+//			format   json|form|xml|text
+//			xml_root <element>
+//			header   <name> <value>
+//			param    <name> <expression>
 //		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -159,7 +167,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		file string
 		line int
 	}
-	var hookLines []located
+	var hookLines, replyLines []located
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "target", "event", "token", "date_format", "timezone", "input":
@@ -238,6 +246,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("field %s: %v", args[0], err)
 			}
 			h.Fields = append(h.Fields, FieldMapping{Name: args[0], Expr: args[1]})
+		case "reply":
+			file, line := d.File(), d.Line()
+			rp, err := parseReply(d)
+			if err != nil {
+				return err
+			}
+			h.Replies = append(h.Replies, rp)
+			replyLines = append(replyLines, located{file, line})
 		case "webhook":
 			file, line := d.File(), d.Line()
 			w, err := parseWebhook(d)
@@ -247,7 +263,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Webhooks = append(h.Webhooks, w)
 			hookLines = append(hookLines, located{file, line})
 		default:
-			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window or webhook", opt)
+			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window, webhook or reply", opt)
 		}
 	}
 
@@ -270,6 +286,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		hooks = append(hooks, hook)
 	}
 	if err := render.CheckSet(target, hooks); err != nil {
+		return d.Err(err.Error())
+	}
+	h.hooks = hooks
+	i, err := h.compileReplies()
+	h.hooks, h.replies = nil, nil
+	if err != nil {
+		if i >= 0 && i < len(replyLines) {
+			return fmt.Errorf("%v, at %s:%d", err, replyLines[i].file, replyLines[i].line)
+		}
 		return d.Err(err.Error())
 	}
 	if _, err := compileFields(h.Input, h.Fields); err != nil {
@@ -373,6 +398,15 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			return wrap("param %s: %v", args[0], err)
 		}
 		w.Params = append(w.Params, render.Param{Name: args[0], Expr: args[1]})
+	case "sync", "ordered":
+		if d.NextArg() {
+			return wrap("%s takes no value", opt)
+		}
+		if opt == "sync" {
+			w.Sync = true
+		} else {
+			w.Ordered = true
+		}
 	case "timeout", "max_age":
 		dur, err := durationArg(d)
 		if err != nil {
@@ -404,9 +438,68 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 		}
 		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
 	default:
-		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff or max_age", opt)
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, sync or ordered", opt)
 	}
 	return nil
+}
+
+// parseReply parses `reply <event> { ... }`.
+func parseReply(d *caddyfile.Dispenser) (Reply, error) {
+	var rp Reply
+	if !d.AllArgs(&rp.Event) {
+		return rp, d.Errf("reply needs exactly one event: reply <event> { ... }")
+	}
+	if !intake.IsEventName(rp.Event) {
+		return rp, d.Errf("reply %s: unknown event: expected one of %s", rp.Event, strings.Join(intake.EventNames, ", "))
+	}
+	wrap := func(format string, args ...any) error {
+		return d.Errf("reply %s: "+format, append([]any{rp.Event}, args...)...)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "status":
+			var v string
+			if !d.AllArgs(&v) {
+				return rp, wrap("status takes one HTTP status code")
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 200 || n > 599 {
+				return rp, wrap("status %q: expected an HTTP status from 200 to 599", v)
+			}
+			rp.Status = n
+		case "format", "xml_root":
+			var v string
+			if !d.AllArgs(&v) {
+				return rp, wrap("%s takes exactly one value", opt)
+			}
+			if opt == "format" {
+				if !slices.Contains(render.ReplyFormats, v) {
+					return rp, wrap("unknown format %q: expected json, form, xml or text", v)
+				}
+				rp.Format = v
+			} else {
+				rp.XMLRoot = v
+			}
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return rp, wrap("header takes a name and one value (quote values with spaces)")
+			}
+			rp.Headers = append(rp.Headers, render.Header{Name: args[0], Value: args[1]})
+		case "param":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return rp, exprArgErr(d, "reply "+rp.Event+": param", args)
+			}
+			if _, _, err := mapping.CompileReply(args[1]); err != nil {
+				return rp, wrap("param %s: %v", args[0], err)
+			}
+			rp.Params = append(rp.Params, render.Param{Name: args[0], Expr: args[1]})
+		default:
+			return rp, wrap("unknown option %q: expected status, format, xml_root, header or param", opt)
+		}
+	}
+	return rp, nil
 }
 
 // exprArgErr explains the usual mistake: an unquoted expression with spaces.

@@ -83,8 +83,13 @@ type Handler struct {
 	// Webhooks are the outbound webhooks of this target.
 	Webhooks []Webhook `json:"webhooks,omitempty"`
 
+	// Replies say how to answer the caller of an event that has sync
+	// webhooks, at most one per event (SPEC §9).
+	Replies []Reply `json:"replies,omitempty"`
+
 	app       *App
 	dedupProg *mapping.Program
+	replies   map[string]*render.Reply
 	// adaptChecks are the global option's load checks, known when the
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
 	adaptChecks loadChecks
@@ -144,6 +149,14 @@ type Webhook struct {
 	BackoffMax caddy.Duration `json:"backoff_max,omitempty"`
 	// MaxAge is how long a delivery is retried before it is dead. Default: 72h.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Sync makes the webhook synchronous (SPEC §9): it is called while the
+	// caller waits, once (never retried), its answer is sync.<name> in the
+	// event's reply, and the call is recorded as a delivered or dead
+	// delivery. Timeout defaults to 3s, at most 30s.
+	Sync bool `json:"sync,omitempty"`
+	// Ordered sends one call's deliveries of this webhook one at a time.
+	// It cannot be combined with Sync.
+	Ordered bool `json:"ordered,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -219,7 +232,13 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 		}
 		h.hooks = append(h.hooks, hook)
 	}
-	return render.CheckSet(h.Target, h.hooks)
+	if err := render.CheckSet(h.Target, h.hooks); err != nil {
+		return err
+	}
+	if _, err := h.compileReplies(); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	return nil
 }
 
 // checkLoad applies the app's load-time rules to the compiled webhooks.
@@ -252,6 +271,7 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) render.Config {
 		BackoffMin:  time.Duration(w.BackoffMin),
 		BackoffMax:  time.Duration(w.BackoffMax),
 		MaxAge:      time.Duration(w.MaxAge),
+		Sync:        w.Sync,
 	}
 	if c.DateFormat == "" {
 		c.DateFormat = h.DateFormat
@@ -346,9 +366,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	now := time.Now()
+	// Sync webhooks run while the event is rendered and stored, and for
+	// repeats too: a PBX that retries needs its answer.
+	run := h.startSync(r.Context(), ev, now)
 	var ds []*queue.Delivery
 	for _, hook := range h.hooks {
-		if !hook.Fires(ev.Name) {
+		if !hook.Fires(ev.Name) || hook.Sync() {
 			continue
 		}
 		if d := renderSafely(hook, ev, h.Target, now); d != nil {
@@ -375,8 +398,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "5")
 		}
+		h.recordSyncCalls(r.Context(), run.wait())
 		return writeError(w, status, msg)
 	}
+	calls := run.wait()
+	h.recordSyncCalls(r.Context(), calls)
 	if dup {
 		eventID = "" // queue v2 returns the first event's ID (EnqueueResult.EventID)
 	}
@@ -411,7 +437,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		return next.ServeHTTP(w, r)
 	}
-	return writeJSON(w, status, answer{EventID: eventID, Event: ev.Name, Target: h.Target, Deliveries: h.answerRefs(r.Context(), refs, ds, dup)})
+	if rp := h.replies[ev.Name]; rp != nil {
+		return h.writeReply(w, rp, ev, run)
+	}
+	return writeJSON(w, status, answer{
+		EventID:    eventID,
+		Event:      ev.Name,
+		Target:     h.Target,
+		Deliveries: append(h.answerRefs(r.Context(), refs, ds, dup), syncRefs(calls)...),
+		Sync:       run.summaries(),
+	})
 }
 
 // reject answers a request that brought no event callhook can store, and
