@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // post sends an event and returns the raw answer.
@@ -226,4 +228,50 @@ func TestSyncReply(t *testing.T) {
 			t.Errorf("%d %s", res.StatusCode, raw)
 		}
 	})
+}
+
+// startJSON loads a Caddy JSON config with one callhook handler on
+// /calls/*; app is the callhook app's extra members (after the queue).
+func startJSON(t *testing.T, app, handler string) {
+	t.Helper()
+	if app != "" {
+		app = ", " + app
+	}
+	cfg := fmt.Sprintf(`{
+	"admin": {"listen": "localhost:%d"},
+	"apps": {
+		"callhook": {"queue": {"backend": "embedded", "path": %q}%s},
+		"http": {
+			"http_port": %d,
+			"grace_period": 1,
+			"servers": {"srv0": {
+				"listen": [":%d"],
+				"routes": [{"match": [{"path": ["/calls/*"]}], "handle": [%s]}]
+			}}
+		}
+	}
+}`, adminPort, t.TempDir(), app, httpPort, httpPort, handler)
+	caddytest.NewTester(t).InitServer(cfg, "json")
+}
+
+// TestSyncReplyJSON: the same from Caddy JSON.
+func TestSyncReplyJSON(t *testing.T) {
+	crm := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"to":"+380441112233"}`))
+	})
+	startJSON(t, `"allow_destinations": ["127.0.0.1/32"]`, fmt.Sprintf(`{
+		"handler": "callhook",
+		"webhooks": [{"name": "crm", "on": ["before_call"], "sync": true, "timeout": "1s",
+			"url": "%s/r", "params": [{"name": "caller", "expr": "call.caller"}]}],
+		"replies": [{"event": "before_call", "format": "form", "headers": [{"name": "X-A", "value": "b"}],
+			"params": [{"name": "redirect", "expr": "sync.crm?.json?.to ?? ''"}]}]
+	}`, crm.URL))
+	res, raw, _ := postRaw(t, "/calls/before_call", "application/json", `{"call_id":"j-1","caller":"+1"}`)
+	if res.StatusCode != 200 || raw != "redirect=%2B380441112233" || res.Header.Get("X-A") != "b" ||
+		res.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+		t.Fatalf("%d %v %q", res.StatusCode, res.Header, raw)
+	}
+	if h := crm.got(); len(h) != 1 || !strings.Contains(h[0].Body, `"caller":"+1"`) {
+		t.Errorf("crm got %+v", h)
+	}
 }

@@ -280,6 +280,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err == nil {
 			err = h.adaptChecks.check(hook)
 		}
+		if err == nil {
+			err = w.checkModes()
+		}
 		if err != nil {
 			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
 		}

@@ -44,8 +44,8 @@ type Reply struct {
 func (h *Handler) compileReplies() (int, error) {
 	h.replies = nil
 	for _, w := range h.Webhooks {
-		if w.Sync && w.Ordered {
-			return -1, fmt.Errorf("webhook %s: sync and ordered cannot be combined: a sync webhook is called at once, while the caller waits; drop one of them", w.Name)
+		if err := w.checkModes(); err != nil {
+			return -1, err
 		}
 	}
 	if len(h.Replies) > 0 && h.Passthrough {
@@ -96,6 +96,14 @@ func (h *Handler) compileReplies() (int, error) {
 		h.replies[rc.Event] = r
 	}
 	return -1, nil
+}
+
+// checkModes rejects webhook options that contradict each other.
+func (w Webhook) checkModes() error {
+	if w.Sync && w.Ordered {
+		return fmt.Errorf("webhook %s: sync and ordered cannot be combined: a sync webhook is called at once, while the caller waits; drop one of them", w.Name)
+	}
+	return nil
 }
 
 // syncCall is one sync webhook's call for one event.
