@@ -120,6 +120,8 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		target      <name>
 //		event       <name|placeholder>
 //		token       <token>
+//		verify      twilio <auth_token> [<public_url>] | zadarma <api_secret>
+//		allow_sources <ip|cidr>...
 //		date_format <preset|layout>
 //		timezone    <iana zone>
 //		passthrough
@@ -216,6 +218,33 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body %q: expected a size such as 1MiB or 512KB", v)
 			}
 			h.MaxBody = int64(n)
+		case "verify":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) >= 1 && args[0] == "twilio" && (len(args) == 2 || len(args) == 3):
+				v := Verifier{Vendor: "twilio", Secret: args[1]}
+				if len(args) == 3 {
+					v.PublicURL = args[2]
+				}
+				h.Verify = append(h.Verify, v)
+			case len(args) == 2 && args[0] == "zadarma":
+				h.Verify = append(h.Verify, Verifier{Vendor: "zadarma", Secret: args[1]})
+			default:
+				return d.Errf("verify takes a vendor and its secret: verify twilio <auth_token> [<public_url>], or verify zadarma <api_secret>")
+			}
+			probe := Handler{Verify: h.Verify}
+			if err := probe.compileInbound(adaptReplacer()); err != nil {
+				return d.Err(err.Error())
+			}
+		case "allow_sources":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("allow_sources takes one or more client IPs or CIDR ranges: allow_sources 194.88.218.0/24")
+			}
+			if _, err := parseSources(args); err != nil {
+				return d.Err(err.Error())
+			}
+			h.AllowSources = append(h.AllowSources, args...)
 		case "dedup":
 			args := d.RemainingArgs()
 			if len(args) != 1 {
@@ -263,7 +292,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Webhooks = append(h.Webhooks, w)
 			hookLines = append(hookLines, located{file, line})
 		default:
-			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window, webhook or reply", opt)
+			return d.Errf("unknown callhook subdirective %q: expected target, event, token, verify, allow_sources, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window, webhook or reply", opt)
 		}
 	}
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -80,6 +81,15 @@ type Handler struct {
 	// Default: 24h; at most 7 days.
 	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
 
+	// Verify lists inbound signatures every event must carry (twilio,
+	// zadarma). Combined with Token and AllowSources, all must pass.
+	Verify []Verifier `json:"verify,omitempty"`
+
+	// AllowSources, if set, accepts events only from these client IPs
+	// (CIDR ranges or single IPs), as Caddy determines the client IP: with
+	// the server's trusted_proxies, from X-Forwarded-For.
+	AllowSources []string `json:"allow_sources,omitempty"`
+
 	// Webhooks are the outbound webhooks of this target.
 	Webhooks []Webhook `json:"webhooks,omitempty"`
 
@@ -90,6 +100,7 @@ type Handler struct {
 	app       *App
 	dedupProg *mapping.Program
 	replies   map[string]*render.Reply
+	inbound   inboundChecks
 	// adaptChecks are the global option's load checks, known when the
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
 	adaptChecks loadChecks
@@ -218,6 +229,9 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
+	if err := h.compileInbound(repl); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
 	if h.dedupProg, err = compileDedup(h.Dedup); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
@@ -327,6 +341,13 @@ func (h *Handler) Validate() error { return nil }
 
 // ServeHTTP accepts one call event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ip := clientIP(r)
+	if !h.inbound.sourceAllowed(ip) {
+		return h.reject(w, http.StatusForbidden, "client address "+ip+" is not in allow_sources; if a proxy is in front of Caddy, list it in the server's trusted_proxies")
+	}
+	if h.inbound.zadarmaEcho(w, r) {
+		return nil
+	}
 	if h.token != nil && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="callhook"`)
 		return h.reject(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token> or ?token=<token>")
@@ -353,6 +374,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		EventName:  eventName,
 		Remap:      h.fields.Remap,
 		StripToken: h.token != nil,
+		RemoteIP:   ip,
+		Verify:     h.verifyHook(),
 	})
 	if err != nil {
 		var ie *intake.Error
@@ -474,6 +497,13 @@ func (h *Handler) rejectRequest(w http.ResponseWriter, r *http.Request, status i
 	}
 	w.Header().Set("Connection", "close")
 	return drainBody(w, r, func() error { return h.reject(w, status, msg) })
+}
+
+func (h *Handler) verifyHook() func(*http.Request, []byte, url.Values) error {
+	if !h.inbound.any() {
+		return nil
+	}
+	return h.inbound.verify
 }
 
 // refList logs an answer's deliveries as [{"webhook":..,"delivery_id":..}].
