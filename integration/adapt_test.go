@@ -120,6 +120,11 @@ func TestLoadErrors(t *testing.T) {
 		{"two replies", syncCfg("", "\t\treply before_call {\n\t\t\tparam a \"'1'\"\n\t\t}\n\t\treply before_call {\n\t\t\tparam a \"'2'\"\n\t\t}"), []string{"reply before_call: a second reply for the same event", "Caddyfile:14"}},
 		{"text reply params", syncCfg("", "\t\treply before_call {\n\t\t\tformat text\n\t\t\tparam a \"'1'\"\n\t\t\tparam b \"'2'\"\n\t\t}"), []string{"format text writes exactly one param", "Caddyfile:11"}},
 		{"reply expression typo", syncCfg("", "\t\treply before_call {\n\t\t\tparam a call.calller\n\t\t}"), []string{"reply before_call: param a", "calller", "Caddyfile:12"}},
+		{"verify vendor", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify binotel x\n\t}\n}\n", []string{"verify takes a vendor and its secret", "Caddyfile:6"}},
+		{"verify no secret", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify twilio\n\t}\n}\n", []string{"verify twilio <auth_token>", "Caddyfile:6"}},
+		{"verify public url", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify twilio tok public.example.com/x\n\t}\n}\n", []string{"verify twilio: public URL", "Caddyfile:6"}},
+		{"verify twice", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify zadarma a\n\t\tverify zadarma b\n\t}\n}\n", []string{"verify zadarma is set twice", "Caddyfile:7"}},
+		{"allow_sources cidr", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tallow_sources 10.0.0.0/40\n\t}\n}\n", []string{"allow_sources", "10.0.0.0/40", "Caddyfile:6"}},
 		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
 	}
 	for _, tt := range tests {
@@ -198,6 +203,9 @@ func TestJSONLoadErrors(t *testing.T) {
 		{"localhost url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://localhost/x"}]}`, "allow_destinations"},
 		{"reply unknown sync", `{"handler":"callhook","webhooks":[{"name":"crm","on":["before_call"],"sync":true,"url":"https://crm.example/r"}],"replies":[{"event":"before_call","params":[{"name":"x","expr":"sync.nope ?? 1"}]}]}`, "reply before_call: sync.nope names no webhook"},
 		{"sync with ordered", `{"handler":"callhook","webhooks":[{"name":"crm","on":["before_call"],"sync":true,"ordered":true,"url":"https://crm.example/r"}]}`, "sync and ordered cannot be combined"},
+		{"verify env empty", `{"handler":"callhook","verify":[{"vendor":"twilio","secret":"{env.CALLHOOK_SURELY_UNSET}"}]}`, "verify twilio: the secret"},
+		{"verify vendor", `{"handler":"callhook","verify":[{"vendor":"binotel","secret":"x"}]}`, "unknown vendor"},
+		{"allow_sources", `{"handler":"callhook","allow_sources":["300.1.1.1"]}`, "allow_sources"},
 		{"reply without sync", `{"handler":"callhook","replies":[{"event":"after_call","params":[{"name":"x","expr":"1"}]}]}`, "no sync webhook handles after_call"},
 	}
 	for _, tt := range tests {

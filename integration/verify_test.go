@@ -213,3 +213,25 @@ func TestVerify(t *testing.T) {
 		t.Errorf("receiver got %v, want %v", byPath, want)
 	}
 }
+
+// TestVerifyJSON: verify and allow_sources from Caddy JSON.
+func TestVerifyJSON(t *testing.T) {
+	rc := newReceiver(t, nil)
+	startJSON(t, `"allow_destinations": ["127.0.0.1/32"]`, fmt.Sprintf(`{
+		"handler": "callhook", "input": "zadarma", "event": "after_call",
+		"verify": [{"vendor": "zadarma", "secret": "zd-json"}],
+		"allow_sources": ["127.0.0.1/32"],
+		"webhooks": [{"name": "w", "on": ["after_call"], "url": "%s/z", "params": [{"name": "id", "expr": "call.call_id"}]}]
+	}`, rc.URL))
+	form := url.Values{"event": {"NOTIFY_END"}, "call_start": {"2024-03-01 10:15:00"}, "pbx_call_id": {"in_9"},
+		"caller_id": {"+380501234567"}, "called_did": {"+380441112233"}, "duration": {"42"}, "disposition": {"answered"}}
+	if s, b := postForm(t, "/calls/x", form, "Signature", zadarmaSign("zd-json", form)); s != 202 {
+		t.Fatalf("signed: %d %s", s, b)
+	}
+	if s, _ := postForm(t, "/calls/x", form, "Signature", zadarmaSign("other", form)); s != 401 {
+		t.Errorf("wrong secret: %d", s)
+	}
+	if h := rc.waitHits(t, 1); !strings.Contains(h[0].Body, `"id":"in_9"`) {
+		t.Errorf("delivered %s", h[0].Body)
+	}
+}
