@@ -6,8 +6,10 @@ package callhook
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -57,6 +59,11 @@ type App struct {
 	// Retention is how long delivered deliveries are kept for inspection.
 	// Dead ones are kept until retried. Default: 7 days.
 	Retention caddy.Duration `json:"retention,omitempty"`
+
+	// HTTPSOnly makes any http:// webhook URL a load-time error.
+	HTTPSOnly bool `json:"https_only,omitempty"`
+
+	tlsProfiles map[string]*tls.Config // from the handlers' webhooks
 
 	backend QueueBackend
 	guard   *delivery.Guard
@@ -159,6 +166,8 @@ func (a *App) Start() error {
 	if loaded {
 		e.configure(a.settings())
 	}
+	// This config's webhook TLS settings; queued deliveries name theirs.
+	e.sender.SetTLSProfiles(a.tlsProfiles)
 	a.engine.Store(e)
 	close(a.started)
 	a.logger.Info("callhook started", zap.String("queue", key), zap.Bool("reused", loaded))
@@ -243,10 +252,24 @@ var (
 	_ caddy.Validator   = (*App)(nil)
 )
 
+// addTLSProfiles collects a handler's webhook TLS settings; Start hands
+// them to the sender. Handlers are provisioned before any app starts.
+func (a *App) addTLSProfiles(m map[string]*tls.Config) {
+	if len(m) == 0 {
+		return
+	}
+	if a.tlsProfiles == nil {
+		a.tlsProfiles = make(map[string]*tls.Config, len(m))
+	}
+	maps.Copy(a.tlsProfiles, m)
+}
+
 // loadChecks are the app settings that make a webhook a load-time error.
 type loadChecks struct {
 	// guard refuses literal internal addresses and localhost in URLs.
 	guard *delivery.Guard
+	// httpsOnly refuses http:// URLs.
+	httpsOnly bool
 }
 
 // loadChecks derives them from the app's settings; it works on an app that
@@ -259,7 +282,7 @@ func (a *App) loadChecks() loadChecks {
 	if err != nil {
 		return loadChecks{} // Provision reports it
 	}
-	return loadChecks{guard: delivery.NewGuard(prefixes)}
+	return loadChecks{guard: delivery.NewGuard(prefixes), httpsOnly: a.HTTPSOnly}
 }
 
 // check applies the checks to one compiled webhook; zero checks pass.
@@ -268,6 +291,9 @@ func (c loadChecks) check(hook *render.Webhook) error {
 		if err := hook.CheckDestination(c.guard); err != nil {
 			return err
 		}
+	}
+	if c.httpsOnly && hook.Scheme() != "https" {
+		return fmt.Errorf("webhook %s: the url is not https, and the callhook app has https_only; use an https:// URL", hook.Name())
 	}
 	return nil
 }

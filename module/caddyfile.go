@@ -37,6 +37,7 @@ func init() {
 //		allow_destinations <cidr|ip>...
 //		drain_timeout <duration>
 //		retention <duration>
+//		https_only
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -90,8 +91,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 				return nil, err
 			}
 			app.Retention = caddy.Duration(dur)
+		case "https_only":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.HTTPSOnly = true
 		default:
-			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout or retention", d.Val())
+			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout, retention or https_only", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "callhook", Value: caddyconfig.JSON(app, nil)}, nil
@@ -148,6 +154,12 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			backoff      <first> <longest>
 //			max_age      <duration>
 //			sync
+//			tls {
+//				ca <pem file>
+//				client_certificate <cert file> <key file>
+//				server_name <name>
+//				insecure_skip_verify_dangerous
+//			}
 //		}
 //		reply <event> {
 //			status   <code>
@@ -312,6 +324,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err == nil {
 			err = w.checkModes()
 		}
+		if err == nil {
+			err = w.checkTLSScheme(hook)
+		}
 		if err != nil {
 			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
 		}
@@ -430,6 +445,39 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			return wrap("param %s: %v", args[0], err)
 		}
 		w.Params = append(w.Params, render.Param{Name: args[0], Expr: args[1]})
+	case "tls":
+		if d.NextArg() {
+			return wrap("tls takes a block: tls { ca <file> ... }")
+		}
+		t := new(WebhookTLS)
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch sub := d.Val(); sub {
+			case "ca", "server_name":
+				var v string
+				if !d.AllArgs(&v) {
+					return wrap("tls %s takes exactly one value", sub)
+				}
+				if sub == "ca" {
+					t.CA = v
+				} else {
+					t.ServerName = v
+				}
+			case "client_certificate":
+				args := d.RemainingArgs()
+				if len(args) != 2 {
+					return wrap("tls client_certificate takes the certificate file and the key file")
+				}
+				t.ClientCertificate, t.ClientKey = args[0], args[1]
+			case "insecure_skip_verify_dangerous":
+				if d.NextArg() {
+					return wrap("tls insecure_skip_verify_dangerous takes no value")
+				}
+				t.InsecureSkipVerify = true
+			default:
+				return wrap("tls: unknown option %q: expected ca, client_certificate, server_name or insecure_skip_verify_dangerous", sub)
+			}
+		}
+		w.TLS = t
 	case "sync", "ordered":
 		if d.NextArg() {
 			return wrap("%s takes no value", opt)
@@ -470,7 +518,7 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 		}
 		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
 	default:
-		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, sync or ordered", opt)
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync or ordered", opt)
 	}
 	return nil
 }

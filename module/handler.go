@@ -3,6 +3,7 @@ package callhook
 import (
 	"bytes"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,6 +102,7 @@ type Handler struct {
 	dedupProg *mapping.Program
 	replies   map[string]*render.Reply
 	inbound   inboundChecks
+	tls       map[string]*tls.Config // TLS profiles by key
 	// adaptChecks are the global option's load checks, known when the
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
 	adaptChecks loadChecks
@@ -160,6 +162,9 @@ type Webhook struct {
 	BackoffMax caddy.Duration `json:"backoff_max,omitempty"`
 	// MaxAge is how long a delivery is retried before it is dead. Default: 72h.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// TLS sets how the receiver is reached over https: a private CA, a
+	// client certificate, a server name (SPEC §12).
+	TLS *WebhookTLS `json:"tls,omitempty"`
 	// Sync makes the webhook synchronous (SPEC §9): it is called while the
 	// caller waits, once (never retried), its answer is sync.<name> in the
 	// event's reply, and the call is recorded as a delivered or dead
@@ -198,7 +203,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for _, w := range h.Webhooks {
 		initWebhookSeries(h.Target, w.Name)
+		if w.TLS != nil && w.TLS.InsecureSkipVerify {
+			h.logger.Warn("webhook accepts any certificate from its receiver (insecure_skip_verify_dangerous): anyone on the path can read and change its requests; trust the receiver's CA with `ca` instead",
+				zap.String("target", h.Target), zap.String("webhook", w.Name))
+		}
 	}
+	h.app.addTLSProfiles(h.tls)
 	return nil
 }
 
@@ -238,9 +248,26 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	if w := time.Duration(h.DedupWindow); w < 0 || w > maxDedupWindow {
 		return fmt.Errorf("target %s: dedup_window %s: expected a positive duration of at most %s", h.Target, w, maxDedupWindow)
 	}
+	h.tls = nil
+	for _, w := range h.Webhooks {
+		if w.TLS == nil {
+			continue
+		}
+		cfg, err := w.TLS.load(repl)
+		if err != nil {
+			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
+		}
+		if h.tls == nil {
+			h.tls = make(map[string]*tls.Config)
+		}
+		h.tls[tlsProfileKey(h.Target, w.Name)] = cfg
+	}
 	h.hooks = nil
 	for _, w := range h.Webhooks {
 		hook, err := render.Compile(w.config(repl, h))
+		if err == nil {
+			err = w.checkTLSScheme(hook)
+		}
 		if err != nil {
 			return fmt.Errorf("target %s: %v", h.Target, err)
 		}
@@ -286,6 +313,9 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) render.Config {
 		BackoffMax:  time.Duration(w.BackoffMax),
 		MaxAge:      time.Duration(w.MaxAge),
 		Sync:        w.Sync,
+	}
+	if w.TLS != nil {
+		c.TLSProfile = tlsProfileKey(h.Target, w.Name)
 	}
 	if c.DateFormat == "" {
 		c.DateFormat = h.DateFormat

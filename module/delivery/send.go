@@ -69,6 +69,7 @@ type Sender struct {
 	userAgent string
 	maxResp   int
 	now       func() time.Time
+	tls       tlsProfiles
 }
 
 // Result is the outcome of one attempt.
@@ -152,12 +153,15 @@ func (s *Sender) SetGuard(g *Guard) {
 		g = NewGuard(nil)
 	}
 	s.guard.Store(g)
-	s.transport.CloseIdleConnections()
+	s.CloseIdleConnections()
 }
 
 // CloseIdleConnections closes kept-alive connections to receivers (shutdown,
 // tests).
-func (s *Sender) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+func (s *Sender) CloseIdleConnections() {
+	s.transport.CloseIdleConnections()
+	s.closeTLSIdle()
+}
 
 // dial connects through the guard. Control refuses a blocked address before
 // the connection is made; guardedConn covers connections that outlive a
@@ -259,7 +263,11 @@ func (s *Sender) attempt(ctx context.Context, d *queue.Delivery, timeout time.Du
 	}
 	req = req.WithContext(httptrace.WithClientTrace(actx, trace))
 
-	resp, err := s.client.Do(req)
+	client, ok := s.clientFor(d.Policy.TLS)
+	if !ok {
+		return retryable("tls settings " + d.Policy.TLS + " are not in the running config (was the webhook's tls block removed?); restore them, or retry by hand once the webhook is fixed")
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if addr := remote.Load(); addr != nil {
 			var be *BlockedError

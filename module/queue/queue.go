@@ -45,6 +45,10 @@ type Policy struct {
 	JSONRPC bool `json:"jsonrpc,omitempty"`
 	// Secret signs each attempt (Standard Webhooks); empty means unsigned.
 	Secret []byte `json:"secret,omitempty"`
+	// TLS names the webhook's TLS settings (ca, client certificate, ...)
+	// in the running config, which the sender looks up at each attempt;
+	// empty means the system's defaults. No key material is queued.
+	TLS string `json:"tls,omitempty"`
 }
 
 // Attempt is one try at sending a delivery.

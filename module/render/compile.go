@@ -38,6 +38,7 @@ type Webhook struct {
 	hasBody  bool
 	ctHeader bool // config sets its own Content-Type
 	sync     bool
+	tls      string // TLS profile key
 }
 
 type compiledParam struct {
@@ -194,6 +195,7 @@ func compile(c Config) (*Webhook, error) {
 	}
 
 	w.sync = c.Sync
+	w.tls = c.TLSProfile
 	defTimeout := DefaultTimeout
 	if c.Sync {
 		switch {

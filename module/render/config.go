@@ -45,6 +45,9 @@ type Config struct {
 	// one attempt, never queued; Timeout defaults to DefaultSyncTimeout and
 	// is at most MaxSyncTimeout.
 	Sync bool
+	// TLSProfile names the webhook's TLS settings for the sender
+	// (queue.Policy.TLS); empty means the system's defaults.
+	TLSProfile string
 }
 
 // Defaults of SPEC §2 and §6.
