@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // testCA is a private CA made for one test.
@@ -208,5 +210,70 @@ func TestWebhookTLS(t *testing.T) {
 	json.Unmarshal([]byte(raw), &sa)
 	if res.StatusCode != 202 || sa.Sync["route"] == nil || sa.Sync["route"].Status != 200 {
 		t.Errorf("sync over mTLS: %d %s", res.StatusCode, raw)
+	}
+}
+
+// TestTLSLoadErrors: missing, unreadable and mismatched files fail
+// `caddy validate`; https_only and a tls block on http:// fail at adapt
+// with the line.
+func TestTLSLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca")
+	_, certPEM, _ := ca.issue(t, "a", true, nil, nil)
+	_, _, otherKey := ca.issue(t, "b", true, nil, nil)
+	caFile := writeFile(t, dir, "ca.pem", ca.pem)
+	certFile := writeFile(t, dir, "a.pem", certPEM)
+	otherKeyFile := writeFile(t, dir, "b-key.pem", otherKey)
+	notPEM := writeFile(t, dir, "notpem.pem", []byte("hello"))
+	validate := func(tlsBlock string) error {
+		src := "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://crm.example/x\n\t\t\ttls {\n" + tlsBlock + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
+		out, err := adapt(t, "Caddyfile", []byte(src))
+		if err != nil {
+			return err
+		}
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		return caddy.Validate(&cfg)
+	}
+	for name, tt := range map[string]struct{ block, want string }{
+		"missing ca":     {"\t\t\t\tca " + filepath.Join(dir, "nope.pem"), "webhook w: tls ca: open"},
+		"ca not pem":     {"\t\t\t\tca " + notPEM, "no PEM certificate"},
+		"mismatched":     {"\t\t\t\tclient_certificate " + certFile + " " + otherKeyFile, "private key does not match public key"},
+		"missing key":    {"\t\t\t\tclient_certificate " + certFile + " " + filepath.Join(dir, "none.pem"), "tls client_certificate"},
+		"unknown":        {"\t\t\t\tcert " + certFile, "tls: unknown option \"cert\""},
+		"one arg":        {"\t\t\t\tclient_certificate " + certFile, "takes the certificate file and the key file"},
+		"fine (control)": {"\t\t\t\tca " + caFile, ""},
+	} {
+		err := validate(tt.block)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: error %v, want %q", name, err, tt.want)
+		}
+	}
+	// https_only: an http:// URL is refused at adapt, with the line
+	src := "{\n\tcallhook {\n\t\thttps_only\n\t}\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl http://crm.example/x\n\t\t}\n\t}\n}\n"
+	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "https_only") || !strings.Contains(err.Error(), "Caddyfile:8") {
+		t.Errorf("https_only: %v", err)
+	}
+	src = "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl http://crm.example/x\n\t\t\ttls {\n\t\t\t\tca " + caFile + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
+	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "only applies to https") {
+		t.Errorf("tls on http: %v", err)
+	}
+	// the same from JSON
+	cfg := `{"apps":{"callhook":{"https_only":true},"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://crm.example/x"}]}]}]}}}}}`
+	var c caddy.Config
+	json.Unmarshal([]byte(cfg), &c)
+	if err := caddy.Validate(&c); err == nil || !strings.Contains(err.Error(), "https_only") {
+		t.Errorf("JSON https_only: %v", err)
+	}
+	cfg = `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://crm.example/x","tls":{"ca":"` + filepath.Join(dir, "nope.pem") + `"}}]}]}]}}}}}`
+	c = caddy.Config{}
+	json.Unmarshal([]byte(cfg), &c)
+	if err := caddy.Validate(&c); err == nil || !strings.Contains(err.Error(), "tls ca") {
+		t.Errorf("JSON missing ca: %v", err)
 	}
 }
