@@ -102,6 +102,7 @@ type Handler struct {
 	dedupProg *mapping.Program
 	replies   map[string]*render.Reply
 	inbound   inboundChecks
+	eventProg *mapping.Program // the input preset's event names
 	tls       map[string]*tls.Config // TLS profiles by key
 	// adaptChecks are the global option's load checks, known when the
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
@@ -238,6 +239,12 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	}
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	h.eventProg = nil
+	if src := mapping.PresetEvent(h.Input); src != "" {
+		if h.eventProg, err = mapping.CompileField(src); err != nil {
+			return fmt.Errorf("target %s: input %s: %v", h.Target, h.Input, err)
+		}
 	}
 	if err := h.compileInbound(repl); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
@@ -406,6 +413,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		StripToken: h.token != nil,
 		RemoteIP:   ip,
 		Verify:     h.verifyHook(),
+		EventFrom:  h.eventFrom,
 	})
 	if err != nil {
 		var ie *intake.Error
@@ -527,6 +535,19 @@ func (h *Handler) rejectRequest(w http.ResponseWriter, r *http.Request, status i
 	}
 	w.Header().Set("Connection", "close")
 	return drainBody(w, r, func() error { return h.reject(w, status, msg) })
+}
+
+// eventFrom names the event with the input preset's mapping, if any.
+func (h *Handler) eventFrom(data map[string]any) string {
+	if h.eventProg == nil {
+		return ""
+	}
+	v, err := h.eventProg.Run(mapping.FieldEnv{Data: data})
+	if err != nil {
+		return ""
+	}
+	s, _ := v.(string)
+	return s
 }
 
 func (h *Handler) verifyHook() func(*http.Request, []byte, url.Values) error {

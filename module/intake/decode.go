@@ -42,6 +42,10 @@ type Options struct {
 	StripToken bool
 	// Now is the clock for Event.ReceivedAt; nil is time.Now.
 	Now func() time.Time
+	// EventFrom, if set, names the event from the decoded body (an input
+	// preset's mapping of a source's own event names); "" falls back to the
+	// body's "event" field and the path. EventName still wins.
+	EventFrom func(data map[string]any) string
 	// RemoteIP, if set, is the client's IP as the server determined it
 	// (Caddy's client_ip, which honours trusted proxies); it becomes
 	// RequestInfo.RemoteIP. Empty means the host of r.RemoteAddr.
@@ -184,7 +188,11 @@ const formType = "application/x-www-form-urlencoded"
 
 // finish builds the event from the decoded data.
 func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (*Event, error) {
-	name, err := eventName(opts.EventName, data, r)
+	configured := opts.EventName
+	if configured == "" && opts.EventFrom != nil {
+		configured = opts.EventFrom(data)
+	}
+	name, err := eventName(configured, data, r)
 	if err != nil {
 		return nil, err
 	}

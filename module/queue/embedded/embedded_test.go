@@ -414,7 +414,7 @@ func TestEnqueueDefaults(t *testing.T) {
 	q := open(t, Options{now: clk.Now})
 	created := clk.Now().Add(-time.Hour)
 	in := []*queue.Delivery{delivery("plain", "a"), delivery("created", "a"), delivery("dead", "a"), delivery("later", "a")}
-	in[0].State = queue.Delivered // ignored: everything not dead starts pending
+	in[0].State = "leased" // ignored: everything but dead or delivered (sync calls) starts pending
 	in[0].LeasedUntil = clk.Now()
 	in[1].CreatedAt = created
 	in[2].State = queue.Dead
@@ -1390,5 +1390,26 @@ func TestEmptyLeaseCostsNoCommit(t *testing.T) {
 	}
 	if got := q.commits.Load() - before; got != 0 {
 		t.Errorf("%d commits for empty leases", got)
+	}
+}
+
+// TestEnqueueDelivered: a delivery enqueued as delivered (a sync call
+// already made) is stored as it is and never leased.
+func TestEnqueueDelivered(t *testing.T) {
+	clk := newClock()
+	q := open(t, Options{now: clk.Now})
+	d := delivery("sync", "a")
+	d.State = queue.Delivered
+	d.Attempts = []queue.Attempt{{Start: clk.Now(), Status: 200}}
+	enqueue(t, q, "", d)
+	got := get(t, q, "sync")
+	if got.State != queue.Delivered || len(got.Attempts) != 1 || got.FinishedAt.IsZero() {
+		t.Errorf("stored %+v", got)
+	}
+	if s := stats(t, q); s != (queue.Stats{Delivered: 1}) {
+		t.Errorf("stats = %+v", s)
+	}
+	if l := lease(t, q, clk.Now().Add(time.Minute), 10, nil); len(l) != 0 {
+		t.Errorf("leased %v", ids(l))
 	}
 }
