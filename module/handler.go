@@ -102,7 +102,7 @@ type Handler struct {
 	dedupProg *mapping.Program
 	replies   map[string]*render.Reply
 	inbound   inboundChecks
-	eventProg *mapping.Program // the input preset's event names
+	eventProg *mapping.Program       // the input preset's event names
 	tls       map[string]*tls.Config // TLS profiles by key
 	// adaptChecks are the global option's load checks, known when the
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
