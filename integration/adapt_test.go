@@ -107,6 +107,24 @@ func TestLoadErrors(t *testing.T) {
 		{"bad field", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tfield phone data.x\n\t}\n}\n", []string{"field phone: not a canonical call field", "Caddyfile:6"}},
 		{"bad input", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tinput asterisk\n\t}\n}\n", []string{"unknown input preset \"asterisk\"", "Caddyfile:6"}},
 		{"bad allow", "{\n\tcallhook {\n\t\tallow_destinations 10.0.0.0/33\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"allow_destinations", "10.0.0.0/33", "Caddyfile:3"}},
+		{"loopback url", urlHook("", "http://127.0.0.1:8080/x"), []string{"webhook w", "url host 127.0.0.1 is loopback", "allow_destinations", "Caddyfile:8"}},
+		{"localhost url", urlHook("", "http://localhost/x"), []string{"webhook w", "url host localhost is loopback", "allow_destinations", "Caddyfile:8"}},
+		{"metadata url", urlHook("", "http://169.254.169.254/latest"), []string{"cloud metadata", "allow_destinations", "Caddyfile:8"}},
+		{"private url outside allow", urlHook("allow_destinations 10.1.0.0/16", "https://10.2.0.1/x"), []string{"url host 10.2.0.1 is private", "allow_destinations", "Caddyfile:8"}},
+		{"sync with ordered", syncCfg("\t\t\tordered", ""), []string{"webhook crm: sync and ordered cannot be combined", "Caddyfile:6"}},
+		{"sync timeout", syncCfg("\t\t\ttimeout 31s", ""), []string{"webhook crm: timeout 31s is more than 30s", "Caddyfile:6"}},
+		{"sync retried", syncCfg("\t\t\tmax_attempts 3", ""), []string{"webhook crm: max_attempts: a sync webhook is called once", "Caddyfile:6"}},
+		{"reply unknown sync", syncCfg("", "\t\treply before_call {\n\t\t\tparam ext \"sync.crn?.json ?? ''\"\n\t\t}"), []string{"reply before_call: sync.crn names no webhook", "crm", "Caddyfile:11"}},
+		{"reply async webhook", syncCfg("", "\t\twebhook log {\n\t\t\ton before_call\n\t\t\turl https://log.example/r\n\t\t}\n\t\treply before_call {\n\t\t\tparam ext \"sync.log?.json ?? ''\"\n\t\t}"), []string{"sync.log: webhook log is not a sync webhook", "Caddyfile:15"}},
+		{"reply without sync webhook", syncCfg("", "\t\treply after_call {\n\t\t\tparam ext \"'1'\"\n\t\t}"), []string{"reply after_call: no sync webhook handles after_call", "Caddyfile:11"}},
+		{"two replies", syncCfg("", "\t\treply before_call {\n\t\t\tparam a \"'1'\"\n\t\t}\n\t\treply before_call {\n\t\t\tparam a \"'2'\"\n\t\t}"), []string{"reply before_call: a second reply for the same event", "Caddyfile:14"}},
+		{"text reply params", syncCfg("", "\t\treply before_call {\n\t\t\tformat text\n\t\t\tparam a \"'1'\"\n\t\t\tparam b \"'2'\"\n\t\t}"), []string{"format text writes exactly one param", "Caddyfile:11"}},
+		{"reply expression typo", syncCfg("", "\t\treply before_call {\n\t\t\tparam a call.calller\n\t\t}"), []string{"reply before_call: param a", "calller", "Caddyfile:12"}},
+		{"verify vendor", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify binotel x\n\t}\n}\n", []string{"verify takes a vendor and its secret", "Caddyfile:6"}},
+		{"verify no secret", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify twilio\n\t}\n}\n", []string{"verify twilio <auth_token>", "Caddyfile:6"}},
+		{"verify public url", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify twilio tok public.example.com/x\n\t}\n}\n", []string{"verify twilio: public URL", "Caddyfile:6"}},
+		{"verify twice", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify zadarma a\n\t\tverify zadarma b\n\t}\n}\n", []string{"verify zadarma is set twice", "Caddyfile:7"}},
+		{"allow_sources cidr", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tallow_sources 10.0.0.0/40\n\t}\n}\n", []string{"allow_sources", "10.0.0.0/40", "Caddyfile:6"}},
 		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
 	}
 	for _, tt := range tests {
@@ -121,6 +139,45 @@ func TestLoadErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// syncCfg is a config with the sync webhook crm on before_call (extra goes
+// into it) and then the handler lines in rest.
+func syncCfg(extra, rest string) string {
+	if extra != "" {
+		extra = "\n" + extra
+	}
+	return "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook crm {\n\t\t\ton before_call\n\t\t\tsync\n\t\t\turl https://crm.example/r" + extra + "\n\t\t}\n" + rest + "\n\t}\n}\n"
+}
+
+// urlHook is a config with one webhook calling url, and globals in the
+// callhook global option.
+func urlHook(globals, url string) string {
+	return "{\n\tcallhook {\n\t\t" + globals + "\n\t}\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl " + url + "\n\t\t}\n\t}\n}\n"
+}
+
+// TestAllowedDestinations: a literal internal host inside allow_destinations
+// adapts and validates; a host from a param is left to the dial-time guard.
+func TestAllowedDestinations(t *testing.T) {
+	for _, src := range []string{
+		urlHook("allow_destinations 127.0.0.1/32", "http://127.0.0.1:8080/x"),
+		urlHook("allow_destinations 127.0.0.1/32", "http://localhost:8080/x"),
+		urlHook("allow_destinations 10.0.0.0/8", "https://10.2.0.1/x"),
+		strings.Replace(urlHook("", "http://{param.host}/x"), "\t\t\ton after_call", "\t\t\ton after_call\n\t\t\tmethod GET\n\t\t\tformat form\n\t\t\tparam host data.host", 1),
+	} {
+		out, err := adapt(t, "Caddyfile", []byte(src))
+		if err != nil {
+			t.Errorf("adapt: %v\n%s", err, src)
+			continue
+		}
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Validate(&cfg); err != nil {
+			t.Errorf("validate: %v\n%s", err, src)
+		}
 	}
 }
 
@@ -146,6 +203,14 @@ func TestJSONLoadErrors(t *testing.T) {
 		{"secret env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","secret":"{env.CALLHOOK_SURELY_UNSET}"}]}`, "webhook w: secret: {env.CALLHOOK_SURELY_UNSET} is not set"},
 		{"header env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","headers":[{"name":"Authorization","value":"Bearer {env.CALLHOOK_SURELY_UNSET}"}]}]}`, "webhook w: header Authorization: {env.CALLHOOK_SURELY_UNSET} is not set"},
 		{"url env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://{env.CALLHOOK_SURELY_UNSET}/x"}]}`, "webhook w: url: {env.CALLHOOK_SURELY_UNSET} is not set"},
+		{"loopback url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://127.0.0.1:9/x"}]}`, "webhook w: url host 127.0.0.1 is loopback, which the SSRF guard refuses: add 127.0.0.1/32 to allow_destinations"},
+		{"localhost url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://localhost/x"}]}`, "allow_destinations"},
+		{"reply unknown sync", `{"handler":"callhook","webhooks":[{"name":"crm","on":["before_call"],"sync":true,"url":"https://crm.example/r"}],"replies":[{"event":"before_call","params":[{"name":"x","expr":"sync.nope ?? 1"}]}]}`, "reply before_call: sync.nope names no webhook"},
+		{"sync with ordered", `{"handler":"callhook","webhooks":[{"name":"crm","on":["before_call"],"sync":true,"ordered":true,"url":"https://crm.example/r"}]}`, "sync and ordered cannot be combined"},
+		{"verify env empty", `{"handler":"callhook","verify":[{"vendor":"twilio","secret":"{env.CALLHOOK_SURELY_UNSET}"}]}`, "verify twilio: the secret"},
+		{"verify vendor", `{"handler":"callhook","verify":[{"vendor":"binotel","secret":"x"}]}`, "unknown vendor"},
+		{"allow_sources", `{"handler":"callhook","allow_sources":["300.1.1.1"]}`, "allow_sources"},
+		{"reply without sync", `{"handler":"callhook","replies":[{"event":"after_call","params":[{"name":"x","expr":"1"}]}]}`, "no sync webhook handles after_call"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

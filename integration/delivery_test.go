@@ -264,15 +264,16 @@ func TestIngestErrors(t *testing.T) {
 	}
 }
 
-// TestDedup: the same call_id+event+target again is answered 200 with the
-// original delivery IDs and not queued twice.
+// TestDedup: the same target + event + call_id with the same fields and
+// values again is answered 200 with the original delivery IDs and not
+// queued twice; the same call with other data is a new event (SPEC §3).
 func TestDedup(t *testing.T) {
 	rc := newReceiver(t, nil)
 	startCaddy(t, `allow_destinations 127.0.0.1/32`, fmt.Sprintf(`
 	handle /calls/* {
 		callhook {
 			webhook a {
-				on after_call call_answered
+				on after_call call_answered call_forwarding
 				url %s/a
 				param id call.call_id
 			}
@@ -283,25 +284,121 @@ func TestDedup(t *testing.T) {
 			}
 		}
 	}`, rc.URL, rc.URL))
-	status, first := postJSON(t, "/calls/after_call", `{"call_id":"dup-1"}`)
-	if status != 202 || len(first.Deliveries) != 2 {
+	status, first := postJSON(t, "/calls/after_call", `{"call_id":"dup-1","duration":5}`)
+	if status != 202 || len(first.Deliveries) != 2 || first.EventID == "" {
 		t.Fatalf("first: %d %+v", status, first)
 	}
-	status, again := postJSON(t, "/calls/after_call", `{"call_id":"dup-1","duration":5}`)
+	// the same fields and values, in another order and encoding
+	status, again := send3(t, "POST", "/calls/after_call", "application/x-www-form-urlencoded", "duration=5&call_id=dup-1")
 	if status != 200 {
 		t.Fatalf("repeat: status %d, want 200", status)
 	}
-	if fmt.Sprint(again.Deliveries) != fmt.Sprint(first.Deliveries) {
+	if fmt.Sprint(again.ids()) != fmt.Sprint(first.ids()) {
 		t.Errorf("repeat deliveries %+v, want the original %+v", again.Deliveries, first.Deliveries)
 	}
+	for _, d := range again.Deliveries {
+		if d.State == "" {
+			t.Errorf("repeat answer has no state for %s", d.Webhook)
+		}
+	}
+	// the same call with other data (a corrected after_call) is new
+	if status, _ := postJSON(t, "/calls/after_call", `{"call_id":"dup-1","duration":6}`); status != 202 {
+		t.Errorf("changed data: status %d, want 202", status)
+	}
+	// a second forwarding of one call to another number is new
+	if status, _ := postJSON(t, "/calls/call_forwarding", `{"call_id":"dup-1","forward_number":"+380441"}`); status != 202 {
+		t.Errorf("first forwarding: status %d, want 202", status)
+	}
+	if status, _ := postJSON(t, "/calls/call_forwarding", `{"call_id":"dup-1","forward_number":"+380442"}`); status != 202 {
+		t.Errorf("second forwarding: status %d, want 202", status)
+	}
 	// another event of the same call is not a duplicate
-	if status, _ := postJSON(t, "/calls/call_answered", `{"call_id":"dup-1"}`); status != 202 {
+	if status, _ := postJSON(t, "/calls/call_answered", `{"call_id":"dup-1","duration":5}`); status != 202 {
 		t.Errorf("other event: status %d, want 202", status)
 	}
-	rc.waitHits(t, 3)
+	const want = 2 + 2 + 1 + 1 + 1
+	rc.waitHits(t, want)
 	time.Sleep(300 * time.Millisecond)
-	if n := len(rc.got()); n != 3 {
-		t.Errorf("receiver got %d requests, want 3", n)
+	if n := len(rc.got()); n != want {
+		t.Errorf("receiver got %d requests, want %d", n, want)
+	}
+}
+
+func send3(t *testing.T, method, path, ct, body string) (int, answer) {
+	t.Helper()
+	status, a, _ := send(t, method, path, ct, body)
+	return status, a
+}
+
+// TestDedupSettings: `dedup <expr>` replaces the key, `dedup off` turns
+// repeats off, `dedup_window` bounds how long an event is remembered; the
+// same from Caddy JSON.
+func TestDedupSettings(t *testing.T) {
+	rc := newReceiver(t, nil)
+	startCaddy(t, `allow_destinations 127.0.0.1/32`, fmt.Sprintf(`
+	handle /per_call/* {
+		callhook {
+			target per_call
+			dedup call.call_id
+			webhook a {
+				on after_call
+				url %[1]s/a
+			}
+		}
+	}
+	handle /off/* {
+		callhook {
+			target off
+			dedup off
+			webhook a {
+				on after_call
+				url %[1]s/a
+			}
+		}
+	}
+	handle /short/* {
+		callhook {
+			target short
+			dedup_window 1s
+			webhook a {
+				on after_call
+				url %[1]s/a
+			}
+		}
+	}
+	handle /nilkey/* {
+		callhook {
+			target nilkey
+			dedup data.uuid
+			webhook a {
+				on after_call
+				url %[1]s/a
+			}
+		}
+	}`, rc.URL))
+	post := func(path, body string) int {
+		t.Helper()
+		status, _ := postJSON(t, path, body)
+		return status
+	}
+	if s1, s2 := post("/per_call/after_call", `{"call_id":"k1","duration":1}`), post("/per_call/after_call", `{"call_id":"k1","duration":2}`); s1 != 202 || s2 != 200 {
+		t.Errorf("dedup call.call_id: %d then %d, want 202 then 200", s1, s2)
+	}
+	if s1, s2 := post("/off/after_call", `{"call_id":"k1"}`), post("/off/after_call", `{"call_id":"k1"}`); s1 != 202 || s2 != 202 {
+		t.Errorf("dedup off: %d then %d, want 202 twice", s1, s2)
+	}
+	if s1, s2 := post("/nilkey/after_call", `{"call_id":"k1"}`), post("/nilkey/after_call", `{"call_id":"k1"}`); s1 != 202 || s2 != 202 {
+		t.Errorf("dedup expression yielding nil: %d then %d, want 202 twice", s1, s2)
+	}
+	if s1, s2 := post("/nilkey/after_call", `{"call_id":"k1","uuid":"u"}`), post("/nilkey/after_call", `{"call_id":"k2","uuid":"u"}`); s1 != 202 || s2 != 200 {
+		t.Errorf("dedup data.uuid: %d then %d, want 202 then 200", s1, s2)
+	}
+	if s1, s2 := post("/short/after_call", `{"call_id":"k1"}`), post("/short/after_call", `{"call_id":"k1"}`); s1 != 202 || s2 != 200 {
+		t.Errorf("dedup_window 1s: %d then %d, want 202 then 200", s1, s2)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if s := post("/short/after_call", `{"call_id":"k1"}`); s != 202 {
+		t.Errorf("dedup_window 1s, after 1.1s: %d, want 202", s)
 	}
 }
 
@@ -399,8 +496,11 @@ func TestSSRFGuard(t *testing.T) {
 		callhook {
 			webhook blocked {
 				on after_call
-				url %s/x
+				# a literal 127.0.0.2 fails at load; a host from a param
+				# reaches the dial-time guard
+				url http://{param.host}:%s/x
 				param id call.call_id
+				param host "'127.0.0.2'"
 				backoff 10ms 20ms
 			}
 			webhook allowed {
@@ -409,7 +509,7 @@ func TestSSRFGuard(t *testing.T) {
 				param id call.call_id
 			}
 		}
-	}`, blocked.URL, allowed.URL))
+	}`, blocked.URL[strings.LastIndexByte(blocked.URL, ':')+1:], allowed.URL))
 	if status, _ := postJSON(t, "/calls/after_call", `{"call_id":"ssrf-1"}`); status != 202 {
 		t.Fatalf("status %d", status)
 	}

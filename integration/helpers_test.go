@@ -60,13 +60,29 @@ http://localhost:%d {
 
 // answer is callhook's 200/202 body, or an error body.
 type answer struct {
+	EventID    string `json:"event_id"`
 	Event      string `json:"event"`
 	Target     string `json:"target"`
 	Deliveries []struct {
 		ID      string `json:"id"`
 		Webhook string `json:"webhook"`
+		State   string `json:"state"`
+		Error   string `json:"error"`
 	} `json:"deliveries"`
+	Sync map[string]*struct {
+		Status int `json:"status"`
+		JSON   any `json:"json"`
+	} `json:"sync"`
 	Error string `json:"error"`
+}
+
+// ids lists the answer's delivery IDs, in order.
+func (a answer) ids() []string {
+	var out []string
+	for _, d := range a.Deliveries {
+		out = append(out, d.ID)
+	}
+	return out
 }
 
 func (a answer) id(webhook string) string {

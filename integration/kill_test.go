@@ -88,6 +88,7 @@ http://%s {
 			url %s/a
 			param id call.call_id
 			backoff 50ms 200ms
+			max_attempts 50
 		}
 		webhook b {
 			on after_call
@@ -95,6 +96,7 @@ http://%s {
 			format form
 			param id call.call_id
 			backoff 50ms 200ms
+			max_attempts 50
 		}
 	}
 }

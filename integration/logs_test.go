@@ -137,7 +137,9 @@ func TestLogs(t *testing.T) {
 		hook("refused", closedURL, "secret "+whsec)+
 		hook("redirect", redirect.URL, "secret "+whsec)+
 		hook("read_only", readOnly.URL, "format jsonrpc\n\t\t\t\tsecret "+whsec)+
-		hook("private", private.URL, "secret "+whsec)+
+		// a literal 127.0.0.2 fails at load; a host from a param reaches
+		// the dial-time guard
+		hook("private", "http://{param.host}:"+private.URL[strings.LastIndexByte(private.URL, ':')+1:], "secret "+whsec+"\n\t\t\t\tparam host \"'127.0.0.2'\"")+
 		hook("broken", ok.URL+"/broken", `param doubled "call.duration * 2"`)+`
 		}
 	}`)
@@ -180,7 +182,7 @@ func TestLogs(t *testing.T) {
 			fields: map[string]any{"target": target, "event": "after_call", "call_id": "log-1"}},
 		{name: "rejected", msg: "event rejected", logger: "http.handlers.callhook", level: "debug",
 			fields: map[string]any{"target": target, "status": 401.0}, reason: "missing or wrong token"},
-		{name: "render error", msg: "webhook could not be rendered; its delivery is stored dead (fix the webhook and have the source send the event again)",
+		{name: "render error", msg: "webhook could not be rendered; its delivery is stored dead. Fix the webhook's config, reload, then retry the delivery by hand (POST /callhook/deliveries/<id>/retry renders it again from the stored event)",
 			logger: "http.handlers.callhook", level: "error", reason: "webhook broken: param doubled:",
 			fields: map[string]any{"target": target, "event": "after_call", "call_id": "log-1", "webhook": "broken", "delivery_id": ans.id("broken")}},
 

@@ -7,8 +7,10 @@ package callhook
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 func init() {
@@ -58,6 +61,11 @@ type App struct {
 	// Retention is how long delivered deliveries are kept for inspection.
 	// Dead ones are kept until retried. Default: 7 days.
 	Retention caddy.Duration `json:"retention,omitempty"`
+
+	// HTTPSOnly makes any http:// webhook URL a load-time error.
+	HTTPSOnly bool `json:"https_only,omitempty"`
+
+	tlsProfiles map[string]*tls.Config // from the handlers' webhooks
 
 	backend QueueBackend
 	cfg     settings // computed once, in Provision
@@ -149,6 +157,9 @@ var engines = caddy.NewUsagePool()
 // puts this config's settings in force.
 func (a *App) Start() error {
 	key := a.backend.Key()
+	// The handlers' webhook TLS settings, registered after the app was
+	// provisioned; queued deliveries name theirs.
+	a.cfg.tlsProfiles = a.tlsProfiles
 	val, loaded, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return newEngine(key, a.backend, a.cfg)
 	})
@@ -261,3 +272,49 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 )
+
+// addTLSProfiles collects a handler's webhook TLS settings; Start hands
+// them to the sender. Handlers are provisioned before any app starts.
+func (a *App) addTLSProfiles(m map[string]*tls.Config) {
+	if len(m) == 0 {
+		return
+	}
+	if a.tlsProfiles == nil {
+		a.tlsProfiles = make(map[string]*tls.Config, len(m))
+	}
+	maps.Copy(a.tlsProfiles, m)
+}
+
+// loadChecks are the app settings that make a webhook a load-time error.
+type loadChecks struct {
+	// guard refuses literal internal addresses and localhost in URLs.
+	guard *delivery.Guard
+	// httpsOnly refuses http:// URLs.
+	httpsOnly bool
+}
+
+// loadChecks derives them from the app's settings; it works on an app that
+// is not provisioned (the Caddyfile adapter, the render command).
+func (a *App) loadChecks() loadChecks {
+	if a == nil {
+		return loadChecks{}
+	}
+	prefixes, err := ParseDestinations(a.AllowDestinations)
+	if err != nil {
+		return loadChecks{} // Provision reports it
+	}
+	return loadChecks{guard: delivery.NewGuard(prefixes), httpsOnly: a.HTTPSOnly}
+}
+
+// check applies the checks to one compiled webhook; zero checks pass.
+func (c loadChecks) check(hook *render.Webhook) error {
+	if c.guard != nil {
+		if err := hook.CheckDestination(c.guard); err != nil {
+			return err
+		}
+	}
+	if c.httpsOnly && hook.Scheme() != "https" {
+		return fmt.Errorf("webhook %s: the url is not https, and the callhook app has https_only; use an https:// URL", hook.Name())
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package callhook
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -36,6 +37,7 @@ func init() {
 //		allow_destinations <cidr|ip>...
 //		drain_timeout <duration>
 //		retention <duration>
+//		https_only
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -89,8 +91,13 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 				return nil, err
 			}
 			app.Retention = caddy.Duration(dur)
+		case "https_only":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.HTTPSOnly = true
 		default:
-			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout or retention", d.Val())
+			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout, retention or https_only", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "callhook", Value: caddyconfig.JSON(app, nil)}, nil
@@ -98,6 +105,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 
 func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
+	// The global option is parsed before any site: its allow_destinations
+	// and https_only let the URL checks fail here, with the line.
+	app := new(App)
+	if opt, ok := h.Option("callhook").(httpcaddyfile.App); ok {
+		if err := json.Unmarshal(opt.Value, app); err != nil {
+			return nil, h.Errf("reading the global callhook option: %v", err)
+		}
+	}
+	handler.adaptChecks = app.loadChecks()
 	err := handler.UnmarshalCaddyfile(h.Dispenser)
 	return handler, err
 }
@@ -110,12 +126,16 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		target      <name>
 //		event       <name|placeholder>
 //		token       <token>
+//		verify      twilio <auth_token> [<public_url>] | zadarma <api_secret>
+//		allow_sources <ip|cidr>...
 //		date_format <preset|layout>
 //		timezone    <iana zone>
 //		passthrough
 //		max_body    <size>
 //		input       <preset>
 //		field       <canonical_field> <expression>
+//		dedup       <expression>|off
+//		dedup_window <duration>
 //		webhook <name> {
 //			on           <event>...
 //			url          <url>
@@ -133,6 +153,20 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			max_attempts <n>
 //			backoff      <first> <longest>
 //			max_age      <duration>
+//			sync
+//			tls {
+//				ca <pem file>
+//				client_certificate <cert file> <key file>
+//				server_name <name>
+//				insecure_skip_verify_dangerous
+//			}
+//		}
+//		reply <event> {
+//			status   <code>
+//			format   json|form|xml|text
+//			xml_root <element>
+//			header   <name> <value>
+//			param    <name> <expression>
 //		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -147,7 +181,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		file string
 		line int
 	}
-	var hookLines []located
+	var hookLines, replyLines []located
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "target", "event", "token", "date_format", "timezone", "input":
@@ -196,6 +230,51 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body %q: expected a size such as 1MiB or 512KB", v)
 			}
 			h.MaxBody = int64(n)
+		case "verify":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) >= 1 && args[0] == "twilio" && (len(args) == 2 || len(args) == 3):
+				v := Verifier{Vendor: "twilio", Secret: args[1]}
+				if len(args) == 3 {
+					v.PublicURL = args[2]
+				}
+				h.Verify = append(h.Verify, v)
+			case len(args) == 2 && args[0] == "zadarma":
+				h.Verify = append(h.Verify, Verifier{Vendor: "zadarma", Secret: args[1]})
+			default:
+				return d.Errf("verify takes a vendor and its secret: verify twilio <auth_token> [<public_url>], or verify zadarma <api_secret>")
+			}
+			probe := Handler{Verify: h.Verify}
+			if err := probe.compileInbound(adaptReplacer()); err != nil {
+				return d.Err(err.Error())
+			}
+		case "allow_sources":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("allow_sources takes one or more client IPs or CIDR ranges: allow_sources 194.88.218.0/24")
+			}
+			if _, err := parseSources(args); err != nil {
+				return d.Err(err.Error())
+			}
+			h.AllowSources = append(h.AllowSources, args...)
+		case "dedup":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.Errf("dedup takes one expression, or off; quote an expression with spaces: dedup \"call.call_id\"")
+			}
+			if _, err := compileDedup(args[0]); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Dedup = args[0]
+		case "dedup_window":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if dur > maxDedupWindow {
+				return d.Errf("dedup_window %s is more than %s, how long repeats can be remembered", dur, maxDedupWindow)
+			}
+			h.DedupWindow = caddy.Duration(dur)
 		case "field":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -208,6 +287,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("field %s: %v", args[0], err)
 			}
 			h.Fields = append(h.Fields, FieldMapping{Name: args[0], Expr: args[1]})
+		case "reply":
+			file, line := d.File(), d.Line()
+			rp, err := parseReply(d)
+			if err != nil {
+				return err
+			}
+			h.Replies = append(h.Replies, rp)
+			replyLines = append(replyLines, located{file, line})
 		case "webhook":
 			file, line := d.File(), d.Line()
 			w, err := parseWebhook(d)
@@ -217,7 +304,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Webhooks = append(h.Webhooks, w)
 			hookLines = append(hookLines, located{file, line})
 		default:
-			return d.Errf("unknown callhook subdirective %q: expected target, event, token, date_format, timezone, passthrough, max_body, input, field or webhook", opt)
+			return d.Errf("unknown callhook subdirective %q: expected target, event, token, verify, allow_sources, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window, webhook or reply", opt)
 		}
 	}
 
@@ -235,12 +322,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err == nil {
 			hook, err = render.Compile(c)
 		}
+		if err == nil {
+			err = h.adaptChecks.check(hook)
+		}
+		if err == nil {
+			err = w.checkModes()
+		}
+		if err == nil {
+			err = w.checkTLSScheme(hook)
+		}
 		if err != nil {
 			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
 		}
 		hooks = append(hooks, hook)
 	}
 	if err := render.CheckSet(target, hooks); err != nil {
+		return d.Err(err.Error())
+	}
+	h.hooks = hooks
+	i, err := h.compileReplies()
+	h.hooks, h.replies = nil, nil
+	if err != nil {
+		if i >= 0 && i < len(replyLines) {
+			return fmt.Errorf("%v, at %s:%d", err, replyLines[i].file, replyLines[i].line)
+		}
 		return d.Err(err.Error())
 	}
 	if _, err := compileFields(h.Input, h.Fields); err != nil {
@@ -344,6 +449,48 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			return wrap("param %s: %v", args[0], err)
 		}
 		w.Params = append(w.Params, render.Param{Name: args[0], Expr: args[1]})
+	case "tls":
+		if d.NextArg() {
+			return wrap("tls takes a block: tls { ca <file> ... }")
+		}
+		t := new(WebhookTLS)
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			switch sub := d.Val(); sub {
+			case "ca", "server_name":
+				var v string
+				if !d.AllArgs(&v) {
+					return wrap("tls %s takes exactly one value", sub)
+				}
+				if sub == "ca" {
+					t.CA = v
+				} else {
+					t.ServerName = v
+				}
+			case "client_certificate":
+				args := d.RemainingArgs()
+				if len(args) != 2 {
+					return wrap("tls client_certificate takes the certificate file and the key file")
+				}
+				t.ClientCertificate, t.ClientKey = args[0], args[1]
+			case "insecure_skip_verify_dangerous":
+				if d.NextArg() {
+					return wrap("tls insecure_skip_verify_dangerous takes no value")
+				}
+				t.InsecureSkipVerify = true
+			default:
+				return wrap("tls: unknown option %q: expected ca, client_certificate, server_name or insecure_skip_verify_dangerous", sub)
+			}
+		}
+		w.TLS = t
+	case "sync", "ordered":
+		if d.NextArg() {
+			return wrap("%s takes no value", opt)
+		}
+		if opt == "sync" {
+			w.Sync = true
+		} else {
+			w.Ordered = true
+		}
 	case "timeout", "max_age":
 		dur, err := durationArg(d)
 		if err != nil {
@@ -375,9 +522,68 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 		}
 		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
 	default:
-		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff or max_age", opt)
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync or ordered", opt)
 	}
 	return nil
+}
+
+// parseReply parses `reply <event> { ... }`.
+func parseReply(d *caddyfile.Dispenser) (Reply, error) {
+	var rp Reply
+	if !d.AllArgs(&rp.Event) {
+		return rp, d.Errf("reply needs exactly one event: reply <event> { ... }")
+	}
+	if !intake.IsEventName(rp.Event) {
+		return rp, d.Errf("reply %s: unknown event: expected one of %s", rp.Event, strings.Join(intake.EventNames, ", "))
+	}
+	wrap := func(format string, args ...any) error {
+		return d.Errf("reply %s: "+format, append([]any{rp.Event}, args...)...)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "status":
+			var v string
+			if !d.AllArgs(&v) {
+				return rp, wrap("status takes one HTTP status code")
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 200 || n > 599 {
+				return rp, wrap("status %q: expected an HTTP status from 200 to 599", v)
+			}
+			rp.Status = n
+		case "format", "xml_root":
+			var v string
+			if !d.AllArgs(&v) {
+				return rp, wrap("%s takes exactly one value", opt)
+			}
+			if opt == "format" {
+				if !slices.Contains(render.ReplyFormats, v) {
+					return rp, wrap("unknown format %q: expected json, form, xml or text", v)
+				}
+				rp.Format = v
+			} else {
+				rp.XMLRoot = v
+			}
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return rp, wrap("header takes a name and one value (quote values with spaces)")
+			}
+			rp.Headers = append(rp.Headers, render.Header{Name: args[0], Value: args[1]})
+		case "param":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return rp, exprArgErr(d, "reply "+rp.Event+": param", args)
+			}
+			if _, _, err := mapping.CompileReply(args[1]); err != nil {
+				return rp, wrap("param %s: %v", args[0], err)
+			}
+			rp.Params = append(rp.Params, render.Param{Name: args[0], Expr: args[1]})
+		default:
+			return rp, wrap("unknown option %q: expected status, format, xml_root, header or param", opt)
+		}
+	}
+	return rp, nil
 }
 
 // exprArgErr explains the usual mistake: an unquoted expression with spaces.

@@ -172,8 +172,12 @@ func runRender(o renderOptions, stdin io.Reader, stdout, stderr io.Writer) (int,
 	if err != nil {
 		return exitUsage, fmt.Errorf("reading the event data: %v", err)
 	}
+	app, err := appFromConfig(cfgJSON)
+	if err != nil {
+		return exitUsage, fmt.Errorf("%s: %v", o.config, err)
+	}
 	for _, h := range handlers {
-		if err := prepareHandler(h); err != nil {
+		if err := prepareHandler(h, app); err != nil {
 			return exitUsage, fmt.Errorf("%s: %v", o.config, err)
 		}
 	}
@@ -397,11 +401,34 @@ func findHandlers(cfgJSON []byte) ([]*Handler, error) {
 	return out, walk(root)
 }
 
-// prepareHandler does what Handler.Provision does, without a Caddy context
-// and the app: defaults, timezone, field mappings, and every webhook
-// compiled from the same config, with {env.*} expanded.
-func prepareHandler(h *Handler) error {
-	return h.compile(caddy.NewReplacer())
+// prepareHandler does what Handler.Provision does, without a Caddy context:
+// defaults, timezone, field mappings, and every webhook compiled from the
+// same config, with {env.*} expanded and the app's destination rules.
+func prepareHandler(h *Handler, app *App) error {
+	if err := h.compile(caddy.NewReplacer()); err != nil {
+		return err
+	}
+	return h.checkLoad(app.loadChecks())
+}
+
+// appFromConfig reads the callhook app's settings from a config's JSON
+// (defaults when it has none), for the checks that need them.
+func appFromConfig(cfgJSON []byte) (*App, error) {
+	var cfg struct {
+		Apps struct {
+			Callhook json.RawMessage `json:"callhook"`
+		} `json:"apps"`
+	}
+	app := new(App)
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return nil, fmt.Errorf("reading the config JSON: %v", err)
+	}
+	if len(cfg.Apps.Callhook) > 0 {
+		if err := json.Unmarshal(cfg.Apps.Callhook, app); err != nil {
+			return nil, fmt.Errorf("callhook app: %v", err)
+		}
+	}
+	return app, nil
 }
 
 // decodeRenderData decodes data as the handler would decode a POST with it:

@@ -2,6 +2,7 @@ package callhook
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,8 +17,10 @@ import (
 
 var errNotStarted = errors.New("the callhook app is not running yet")
 
-// dedupWindow is how long a call_id+event+target is remembered (SPEC §3).
-const dedupWindow = 24 * time.Hour
+// dedupWindow is how long dedup keys are kept before pruning: the longest
+// dedup_window a handler may set (each handler's own window, default 24h,
+// decides what counts as a repeat).
+const dedupWindow = maxDedupWindow
 
 // settings are everything of a config's app that a running engine takes
 // over: computed once, with their defaults, when the app is provisioned,
@@ -32,6 +35,8 @@ type settings struct {
 	// backend does not say (it then keeps what it opened with).
 	maxPending int
 	logger     *zap.Logger
+	// tlsProfiles are the webhooks' TLS settings by profile name.
+	tlsProfiles map[string]*tls.Config
 }
 
 // pendingCapper is implemented by an open queue whose cap on waiting
@@ -139,6 +144,7 @@ func (e *engine) applyLocked(s settings) {
 	e.settings = s
 	e.logs.set(s.logger.Core())
 	e.sender.SetGuard(s.guard)
+	e.sender.SetTLSProfiles(s.tlsProfiles)
 	e.pool.SetLimits(s.workers, s.perDestination)
 	if c, ok := e.q.(pendingCapper); ok && s.maxPending >= 0 {
 		c.SetMaxPending(s.maxPending)

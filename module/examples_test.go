@@ -62,7 +62,7 @@ func TestExamplesRenderOnSamples(t *testing.T) {
 // TestSampleEvents: every canonical event has sample data that decodes.
 func TestSampleEvents(t *testing.T) {
 	h := &Handler{}
-	if err := prepareHandler(h); err != nil {
+	if err := prepareHandler(h, &App{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ev := range intake.EventNames {

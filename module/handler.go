@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -70,15 +72,47 @@ type Handler struct {
 	// override the preset's mappings of the same field.
 	Fields []FieldMapping `json:"fields,omitempty"`
 
+	// Dedup decides what makes a repeat (SPEC §3). Empty: the same target,
+	// event, call_id and the same fields and values. "off": no repeats are
+	// detected. Anything else is an expression (over call, data, event,
+	// target, request) whose value, with the target and event, is the key;
+	// an expression that yields nil detects no repeat for that event.
+	Dedup string `json:"dedup,omitempty"`
+
+	// DedupWindow is how long an event is remembered for repeat detection.
+	// Default: 24h; at most 7 days.
+	DedupWindow caddy.Duration `json:"dedup_window,omitempty"`
+
+	// Verify lists inbound signatures every event must carry (twilio,
+	// zadarma). Combined with Token and AllowSources, all must pass.
+	Verify []Verifier `json:"verify,omitempty"`
+
+	// AllowSources, if set, accepts events only from these client IPs
+	// (CIDR ranges or single IPs), as Caddy determines the client IP: with
+	// the server's trusted_proxies, from X-Forwarded-For.
+	AllowSources []string `json:"allow_sources,omitempty"`
+
 	// Webhooks are the outbound webhooks of this target.
 	Webhooks []Webhook `json:"webhooks,omitempty"`
 
-	app    *App
-	hooks  []*render.Webhook
-	fields mapping.Fields
-	loc    *time.Location
-	token  []byte
-	logger *zap.Logger
+	// Replies say how to answer the caller of an event that has sync
+	// webhooks, at most one per event (SPEC §9).
+	Replies []Reply `json:"replies,omitempty"`
+
+	app       *App
+	dedupProg *mapping.Program
+	replies   map[string]*render.Reply
+	inbound   inboundChecks
+	eventProg *mapping.Program       // the input preset's event names
+	tls       map[string]*tls.Config // TLS profiles by key
+	// adaptChecks are the global option's load checks, known when the
+	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
+	adaptChecks loadChecks
+	hooks       []*render.Webhook
+	fields      mapping.Fields
+	loc         *time.Location
+	token       []byte
+	logger      *zap.Logger
 }
 
 // FieldMapping is one `field <canonical> <expression>` line.
@@ -130,6 +164,17 @@ type Webhook struct {
 	BackoffMax caddy.Duration `json:"backoff_max,omitempty"`
 	// MaxAge is how long a delivery is retried before it is dead. Default: 72h.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// TLS sets how the receiver is reached over https: a private CA, a
+	// client certificate, a server name (SPEC §12).
+	TLS *WebhookTLS `json:"tls,omitempty"`
+	// Sync makes the webhook synchronous (SPEC §9): it is called while the
+	// caller waits, once (never retried), its answer is sync.<name> in the
+	// event's reply, and the call is recorded as a delivered or dead
+	// delivery. Timeout defaults to 3s, at most 30s.
+	Sync bool `json:"sync,omitempty"`
+	// Ordered sends one call's deliveries of this webhook one at a time.
+	// It cannot be combined with Sync.
+	Ordered bool `json:"ordered,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -148,14 +193,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.compile(caddy.NewReplacer()); err != nil {
 		return err
 	}
-	for _, w := range h.Webhooks {
-		initWebhookSeries(h.Target, w.Name)
-	}
 	appIface, err := ctx.App("callhook")
 	if err != nil {
 		return fmt.Errorf("loading the callhook app: %v", err)
 	}
 	h.app = appIface.(*App)
+	// The app's allow_destinations and https_only make some webhook URLs
+	// load-time errors.
+	if err := h.checkLoad(h.app.loadChecks()); err != nil {
+		return err
+	}
+	for _, w := range h.Webhooks {
+		initWebhookSeries(h.Target, w.Name)
+		if w.TLS != nil && w.TLS.InsecureSkipVerify {
+			h.logger.Warn("webhook accepts any certificate from its receiver (insecure_skip_verify_dangerous): anyone on the path can read and change its requests; trust the receiver's CA with `ca` instead",
+				zap.String("target", h.Target), zap.String("webhook", w.Name))
+		}
+	}
+	h.app.addTLSProfiles(h.tls)
 	return h.app.webhooks.add(h)
 }
 
@@ -190,6 +245,35 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 	if h.fields, err = compileFields(h.Input, h.Fields); err != nil {
 		return fmt.Errorf("target %s: %v", h.Target, err)
 	}
+	h.eventProg = nil
+	if src := mapping.PresetEvent(h.Input); src != "" {
+		if h.eventProg, err = mapping.CompileField(src); err != nil {
+			return fmt.Errorf("target %s: input %s: %v", h.Target, h.Input, err)
+		}
+	}
+	if err := h.compileInbound(repl); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	if h.dedupProg, err = compileDedup(h.Dedup); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	if w := time.Duration(h.DedupWindow); w < 0 || w > maxDedupWindow {
+		return fmt.Errorf("target %s: dedup_window %s: expected a positive duration of at most %s", h.Target, w, maxDedupWindow)
+	}
+	h.tls = nil
+	for _, w := range h.Webhooks {
+		if w.TLS == nil {
+			continue
+		}
+		cfg, err := w.TLS.load(repl)
+		if err != nil {
+			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
+		}
+		if h.tls == nil {
+			h.tls = make(map[string]*tls.Config)
+		}
+		h.tls[tlsProfileKey(h.Target, w.Name)] = cfg
+	}
 	h.hooks = nil
 	for _, w := range h.Webhooks {
 		c, err := w.config(repl, h)
@@ -197,12 +281,31 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
 		}
 		hook, err := render.Compile(c)
+		if err == nil {
+			err = w.checkTLSScheme(hook)
+		}
 		if err != nil {
 			return fmt.Errorf("target %s: %v", h.Target, err)
 		}
 		h.hooks = append(h.hooks, hook)
 	}
-	return render.CheckSet(h.Target, h.hooks)
+	if err := render.CheckSet(h.Target, h.hooks); err != nil {
+		return err
+	}
+	if _, err := h.compileReplies(); err != nil {
+		return fmt.Errorf("target %s: %v", h.Target, err)
+	}
+	return nil
+}
+
+// checkLoad applies the app's load-time rules to the compiled webhooks.
+func (h *Handler) checkLoad(checks loadChecks) error {
+	for _, hook := range h.hooks {
+		if err := checks.check(hook); err != nil {
+			return fmt.Errorf("target %s: %v", h.Target, err)
+		}
+	}
+	return nil
 }
 
 // config resolves {env.*} and the handler's defaults into a render.Config.
@@ -225,6 +328,10 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error)
 		BackoffMin:  time.Duration(w.BackoffMin),
 		BackoffMax:  time.Duration(w.BackoffMax),
 		MaxAge:      time.Duration(w.MaxAge),
+		Sync:        w.Sync,
+	}
+	if w.TLS != nil {
+		c.TLSProfile = tlsProfileKey(h.Target, w.Name)
 	}
 	var err error
 	if c.URL, err = expandEnv(repl, "url", w.URL); err != nil {
@@ -301,16 +408,16 @@ func compileFields(input string, explicit []FieldMapping) (mapping.Fields, error
 	return out, nil
 }
 
-// answer is the body of 200 and 202 answers.
-type answer struct {
-	EventID    string      `json:"event_id"`
-	Event      string      `json:"event"`
-	Target     string      `json:"target"`
-	Deliveries []queue.Ref `json:"deliveries"`
-}
 
 // ServeHTTP accepts one call event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	ip := clientIP(r)
+	if !h.inbound.sourceAllowed(ip) {
+		return h.reject(w, http.StatusForbidden, "client address "+ip+" is not in allow_sources; if a proxy is in front of Caddy, list it in the server's trusted_proxies")
+	}
+	if h.inbound.zadarmaEcho(w, r) {
+		return nil
+	}
 	if h.token != nil && !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="callhook"`)
 		return h.reject(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token> or ?token=<token>")
@@ -323,7 +430,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.reject(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		}
 		body = b
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		// The unread rest stays behind, so a 413 can drain it.
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	eventName := h.Event
@@ -336,6 +444,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		EventName:  eventName,
 		Remap:      h.fields.Remap,
 		StripToken: h.token != nil,
+		RemoteIP:   ip,
+		Verify:     h.verifyHook(),
+		EventFrom:  h.eventFrom,
 	})
 	if err != nil {
 		var ie *intake.Error
@@ -343,16 +454,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if ie.Status == http.StatusMethodNotAllowed {
 				w.Header().Set("Allow", intake.AllowedMethods)
 			}
-			return h.rejectEvent(w, ie.Event, ie.Status, ie.Msg)
+			return h.rejectRequest(w, r, ie.Event, ie.Status, ie.Msg)
 		}
 		return h.reject(w, http.StatusBadRequest, err.Error())
 	}
 
 	now := time.Now()
 	eventID := render.NewID()
+	// Sync webhooks run while the event is rendered and stored, and for
+	// repeats too: a PBX that retries needs its answer.
+	run := h.startSync(r.Context(), ev, now)
 	var ds []*queue.Delivery
 	for _, hook := range h.hooks {
-		if !hook.Fires(ev.Name) {
+		if !hook.Fires(ev.Name) || hook.Sync() {
 			continue
 		}
 		if d := renderSafely(hook, ev, h.Target, now); d != nil {
@@ -360,39 +474,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			ds = append(ds, d)
 		}
 	}
-	env := &queue.Envelope{
-		Event:      storedEvent(eventID, h.Target, ev, now),
-		DedupKey:   h.Target + "\x00" + ev.Name + "\x00" + ev.CallID + h.app.webhooks.dedupScope(h),
-		Deliveries: ds,
-	}
-	res, err := h.app.enqueue(r.Context(), env)
-	refs, dup := res.Refs, res.Duplicate
+	dedupKey, err := h.dedupKey(ev)
 	if err != nil {
-		h.logger.Error("event not accepted: the queue could not store it",
+		// Not the sender's fault and not worth losing the event over.
+		h.logger.Warn("dedup key could not be computed; the event is stored without repeat detection",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID), zap.Error(err))
-		countEvent(h.Target, ev.Name, eventRejected, http.StatusServiceUnavailable)
-		w.Header().Set("Retry-After", "5")
-		msg := "the delivery queue cannot accept events right now; retry later"
-		if errors.Is(err, queue.ErrFull) {
-			msg = "the delivery queue is full; retry later"
+		dedupKey = ""
+	}
+	if dedupKey != "" {
+		dedupKey += h.app.webhooks.dedupScope(h)
+	}
+	res, err := h.app.enqueue(r.Context(), &queue.Envelope{
+		Event:       storedEvent(eventID, h.Target, ev, now),
+		DedupKey:    dedupKey,
+		DedupWindow: h.dedupWindow(),
+		Deliveries:  ds,
+	})
+	if err != nil {
+		status, msg := queueErrorStatus(err)
+		h.logger.Error("event not accepted: the queue could not store it",
+			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
+			zap.Int("status", status), zap.Error(err))
+		countEvent(h.Target, ev.Name, eventRejected, status)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
 		}
-		return writeError(w, http.StatusServiceUnavailable, msg)
+		h.recordSyncCalls(r.Context(), eventID, run.wait())
+		return writeError(w, status, msg)
 	}
-	if refs == nil {
-		refs = []queue.Ref{}
-	}
+	refs, dup := res.Refs, res.Duplicate
+	calls := run.wait()
+	// A repeat's sync calls belong to the event first stored.
+	h.recordSyncCalls(r.Context(), res.EventID, calls)
 	status := http.StatusAccepted
 	if dup {
 		status = http.StatusOK
 		countEvent(h.Target, ev.Name, eventDuplicate, status)
 		h.logger.Info("duplicate event: already accepted, nothing queued",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
-			zap.Array("deliveries", refList(refs)))
+			zap.String("event_id", res.EventID), zap.Array("deliveries", refList(refs)))
 	} else {
 		countEvent(h.Target, ev.Name, eventAccepted, status)
 		h.logger.Info("event accepted",
 			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
-			zap.Array("deliveries", refList(refs)))
+			zap.String("event_id", res.EventID), zap.Array("deliveries", refList(refs)))
 		// Logged once stored: a render error of an event that was then not
 		// stored (queue error, duplicate) left nothing behind to look for.
 		for _, d := range ds {
@@ -400,7 +525,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				continue
 			}
 			countDeadOnArrival(d)
-			h.logger.Error("webhook could not be rendered; its delivery is stored dead (fix the webhook and have the source send the event again)",
+			h.logger.Error("webhook could not be rendered; its delivery is stored dead. Fix the webhook's config, reload, then retry the delivery by hand (POST /callhook/deliveries/<id>/retry renders it again from the stored event)",
 				zap.String("target", d.Target), zap.String("event", d.Event), zap.String("call_id", d.CallID),
 				zap.String("webhook", d.Webhook), zap.String("delivery_id", d.ID), zap.String("reason", d.LastError))
 		}
@@ -412,7 +537,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		return next.ServeHTTP(w, r)
 	}
-	return writeJSON(w, status, answer{EventID: res.EventID, Event: ev.Name, Target: h.Target, Deliveries: refs})
+	if rp := h.replies[ev.Name]; rp != nil {
+		return h.writeReply(w, rp, ev, run)
+	}
+	return writeJSON(w, status, answer{
+		EventID:    res.EventID,
+		Event:      ev.Name,
+		Target:     h.Target,
+		Deliveries: append(h.answerRefs(r.Context(), refs, ds, dup), syncRefs(calls)...),
+		Sync:       run.summaries(),
+	})
 }
 
 // reject answers a request that brought no event callhook can store, and
@@ -438,6 +572,36 @@ func (h *Handler) rejectEvent(w http.ResponseWriter, event string, status int, m
 		ce.Write(zap.String("target", h.Target), zap.Int("status", status), zap.String("reason", msg))
 	}
 	return writeError(w, status, msg)
+}
+
+// rejectRequest is reject for a request whose body may be partly unread:
+// after a 413 the rest is drained so the client sees the answer.
+func (h *Handler) rejectRequest(w http.ResponseWriter, r *http.Request, event string, status int, msg string) error {
+	if status != http.StatusRequestEntityTooLarge {
+		return h.rejectEvent(w, event, status, msg)
+	}
+	w.Header().Set("Connection", "close")
+	return drainBody(w, r, func() error { return h.rejectEvent(w, event, status, msg) })
+}
+
+// eventFrom names the event with the input preset's mapping, if any.
+func (h *Handler) eventFrom(data map[string]any) string {
+	if h.eventProg == nil {
+		return ""
+	}
+	v, err := h.eventProg.Run(mapping.FieldEnv{Data: data})
+	if err != nil {
+		return ""
+	}
+	s, _ := v.(string)
+	return s
+}
+
+func (h *Handler) verifyHook() func(*http.Request, []byte, url.Values) error {
+	if !h.inbound.any() {
+		return nil
+	}
+	return h.inbound.verify
 }
 
 // refList logs an answer's deliveries as [{"webhook":..,"delivery_id":..}].

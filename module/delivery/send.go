@@ -74,6 +74,7 @@ type Sender struct {
 	userAgent string
 	maxResp   int
 	now       func() time.Time
+	tls       tlsProfiles
 }
 
 // Result is the outcome of one attempt.
@@ -88,6 +89,9 @@ type Result struct {
 	// Reason says in plain words why the attempt failed; it never holds header
 	// values or the secret.
 	Reason string
+	// Header is the response's header, nil when there was no response. Sync
+	// webhooks hand it to the reply; queued deliveries do not keep it.
+	Header http.Header
 }
 
 // NewSender returns a Sender with its own HTTP transport.
@@ -154,12 +158,15 @@ func (s *Sender) SetGuard(g *Guard) {
 		g = NewGuard(nil)
 	}
 	s.guard.Store(g)
-	s.transport.CloseIdleConnections()
+	s.CloseIdleConnections()
 }
 
 // CloseIdleConnections closes kept-alive connections to receivers (shutdown,
 // tests).
-func (s *Sender) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+func (s *Sender) CloseIdleConnections() {
+	s.transport.CloseIdleConnections()
+	s.closeTLSIdle()
+}
 
 // dial connects through the guard. Control refuses a blocked address before
 // the connection is made; guardedConn covers connections that outlive a
@@ -261,7 +268,11 @@ func (s *Sender) attempt(ctx context.Context, d *queue.Delivery, timeout time.Du
 	}
 	req = req.WithContext(httptrace.WithClientTrace(actx, trace))
 
-	resp, err := s.client.Do(req)
+	client, ok := s.clientFor(d.Policy.TLS)
+	if !ok {
+		return retryable("tls settings " + d.Policy.TLS + " are not in the running config (was the webhook's tls block removed?); restore them, or retry by hand once the webhook is fixed")
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if addr := remote.Load(); addr != nil {
 			var be *BlockedError
@@ -309,6 +320,7 @@ func (s *Sender) attempt(ctx context.Context, d *queue.Delivery, timeout time.Du
 		r.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
 	r.Attempt.Status = code
+	r.Header = resp.Header
 	if len(body) > 0 {
 		r.Attempt.Response = body
 	}

@@ -18,6 +18,10 @@ import (
 // DefaultMaxBody is the body limit when Options.MaxBody is 0.
 const DefaultMaxBody = 1 << 20
 
+// MaxCallID is the longest call_id accepted, in bytes (SPEC §3). A longer
+// one is a 400: it is the sender's mistake and would fail again.
+const MaxCallID = 256
+
 // Options configure Decode.
 type Options struct {
 	// Location is where "2006-01-02 15:04:05" times without a zone are
@@ -38,6 +42,19 @@ type Options struct {
 	StripToken bool
 	// Now is the clock for Event.ReceivedAt; nil is time.Now.
 	Now func() time.Time
+	// EventFrom, if set, names the event from the decoded body (an input
+	// preset's mapping of a source's own event names); "" falls back to the
+	// body's "event" field and the path. EventName still wins.
+	EventFrom func(data map[string]any) string
+	// RemoteIP, if set, is the client's IP as the server determined it
+	// (Caddy's client_ip, which honours trusted proxies); it becomes
+	// RequestInfo.RemoteIP. Empty means the host of r.RemoteAddr.
+	RemoteIP string
+	// Verify, if set, checks an inbound signature once the body is read,
+	// before anything is decoded into an event. form holds the parsed form
+	// body (nil for JSON bodies and GET). An error it returns is answered as
+	// is when it is an *Error, else as 401.
+	Verify func(r *http.Request, body []byte, form url.Values) error
 }
 
 // Decode reads one call event from r.
@@ -94,56 +111,88 @@ func Decode(r *http.Request, opts Options) (*Event, error) {
 	var data map[string]any
 	var exact map[string]string
 	var err error
+	var body []byte
+	var form url.Values
 	if method == http.MethodGet {
 		data, err = queryData(query, queryErr, opts.StripToken)
 	} else {
-		data, exact, err = bodyData(r, maxBody, query, queryErr, opts.StripToken)
+		data, exact, body, form, err = bodyData(r, maxBody, query, queryErr, opts.StripToken)
 	}
 	if err != nil {
 		return nil, err
 	}
+	if opts.Verify != nil {
+		if err := opts.Verify(r, body, form); err != nil {
+			var ie *Error
+			if errors.As(err, &ie) {
+				return nil, ie
+			}
+			return nil, &Error{Status: http.StatusUnauthorized, Msg: err.Error()}
+		}
+	}
 	return finish(r, method, opts, received, loc, query, data, exact)
 }
 
-// bodyData decodes a POST or PUT body by its Content-Type.
-func bodyData(r *http.Request, maxBody int64, query url.Values, queryErr error, stripToken bool) (map[string]any, map[string]string, error) {
+// bodyData decodes a POST or PUT body by its Content-Type. It also returns
+// the raw body and, for a form, the parsed values (for Options.Verify).
+func bodyData(r *http.Request, maxBody int64, query url.Values, queryErr error, stripToken bool) (map[string]any, map[string]string, []byte, url.Values, error) {
 	ctype := r.Header.Get("Content-Type")
 	var mt string
 	if ctype != "" {
 		var err error
 		mt, _, err = mime.ParseMediaType(ctype)
 		if err != nil && mt == "" {
-			return nil, nil, newError(http.StatusUnsupportedMediaType,
+			return nil, nil, nil, nil, newError(http.StatusUnsupportedMediaType,
 				"cannot read Content-Type %s: %v; send application/json or application/x-www-form-urlencoded", quote(ctype), err)
 		}
 		if !isJSONType(mt) && mt != formType {
-			return nil, nil, newError(http.StatusUnsupportedMediaType,
+			return nil, nil, nil, nil, newError(http.StatusUnsupportedMediaType,
 				"unsupported Content-Type %s: send a JSON object as application/json, a form as application/x-www-form-urlencoded, or use GET with a query string", quote(mt))
 		}
 	}
 	body, err := readBody(r, maxBody)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	switch {
 	case len(body) == 0 && (mt == "" || mt == formType):
 		data, err := queryData(query, queryErr, stripToken)
-		return data, nil, err
+		return data, nil, body, nil, err
 	case mt == "":
-		return nil, nil, newError(http.StatusUnsupportedMediaType,
+		return nil, nil, nil, nil, newError(http.StatusUnsupportedMediaType,
 			"missing Content-Type: the body is not empty, so set Content-Type to application/json or application/x-www-form-urlencoded")
 	case mt == formType:
-		data, err := formData(body)
-		return data, nil, err
+		if looksLikeJSON(body) {
+			// curl -d sends this Content-Type by default; parsed as a
+			// form, the whole object would become one odd field name.
+			return nil, nil, nil, nil, newError(http.StatusBadRequest,
+				"the body looks like JSON but the Content-Type is application/x-www-form-urlencoded: send it with Content-Type: application/json (curl: -H 'Content-Type: application/json')")
+		}
+		vals, err := parseForm(body)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		return valuesData(vals), nil, body, vals, nil
 	}
-	return jsonData(body)
+	data, exact, err := jsonData(body)
+	return data, exact, body, nil, err
+}
+
+// looksLikeJSON reports whether a body is a JSON object or list.
+func looksLikeJSON(body []byte) bool {
+	t := bytes.TrimSpace(body)
+	return len(t) >= 2 && (t[0] == '{' || t[0] == '[') && json.Valid(t)
 }
 
 const formType = "application/x-www-form-urlencoded"
 
 // finish builds the event from the decoded data.
 func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (_ *Event, err error) {
-	name, err := eventName(opts.EventName, data, r)
+	configured := opts.EventName
+	if configured == "" && opts.EventFrom != nil {
+		configured = opts.EventFrom(data)
+	}
+	name, err := eventName(configured, data, r)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +258,10 @@ func finish(r *http.Request, method string, opts Options, received time.Time, lo
 		return nil, newError(http.StatusBadRequest,
 			`missing call_id: send the call's unique ID as a "call_id" field (string or number), or map the sender's own ID field onto it with the handler's field setting`)
 	}
+	if n := len(*b.call.CallID); n > MaxCallID {
+		return nil, newError(http.StatusBadRequest,
+			"call_id is %d bytes long; at most %d bytes are allowed: send the call's own unique ID, not a whole record", n, MaxCallID)
+	}
 	if len(errs) > 0 {
 		slices.SortFunc(errs, func(a, b fieldError) int { return a.f.index - b.f.index })
 		var msg strings.Builder
@@ -229,7 +282,7 @@ func finish(r *http.Request, method string, opts Options, received time.Time, lo
 		CallID:     *b.call.CallID,
 		Call:       &b.call,
 		Data:       data,
-		Request:    requestInfo(r, method, query, opts.StripToken),
+		Request:    requestInfo(r, method, query, opts.StripToken, opts.RemoteIP),
 		ReceivedAt: received,
 	}, nil
 }
@@ -314,12 +367,12 @@ func queryData(query url.Values, parseErr error, stripToken bool) (map[string]an
 	return data, nil
 }
 
-func formData(body []byte) (map[string]any, error) {
+func parseForm(body []byte) (url.Values, error) {
 	vals, err := url.ParseQuery(string(body))
 	if err != nil {
 		return nil, newError(http.StatusBadRequest, "malformed form body: %v; %s", err, formHint(err))
 	}
-	return valuesData(vals), nil
+	return vals, nil
 }
 
 // formHint says how to fix what url.ParseQuery rejected.
@@ -522,7 +575,7 @@ var hiddenHeaders = map[string]bool{
 	"x-api-key":           true,
 }
 
-func requestInfo(r *http.Request, method string, query url.Values, stripToken bool) RequestInfo {
+func requestInfo(r *http.Request, method string, query url.Values, stripToken bool, remoteIP string) RequestInfo {
 	info := RequestInfo{
 		Method:  method,
 		Headers: make(map[string]string, len(r.Header)),
@@ -531,9 +584,12 @@ func requestInfo(r *http.Request, method string, query url.Values, stripToken bo
 	if r.URL != nil {
 		info.Path = r.URL.Path
 	}
-	info.RemoteIP = r.RemoteAddr
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		info.RemoteIP = host
+	info.RemoteIP = remoteIP
+	if remoteIP == "" {
+		info.RemoteIP = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			info.RemoteIP = host
+		}
 	}
 	for name, vs := range r.Header {
 		lname := lowerHeader(name)

@@ -65,11 +65,14 @@ var presets = map[string][][2]string{
 		{"disposition", "data.disposition == nil ? nil : {'answered': 'answered', 'busy': 'busy', 'no answer': 'no_answer', 'cancel': 'no_answer', 'failed': 'failed', 'no money': 'failed', 'line limit': 'failed'}[lower(string(data.disposition))]"},
 		{"has_recording", "data.is_recorded"},
 		{"agent_id", "data.internal"},
+		{"direction", "data.event == nil ? nil : (string(data.event) startsWith 'NOTIFY_OUT' ? 'outgoing' : 'incoming')"},
 	},
 	"binotel": {
 		{"call_id", "data['callDetails[generalCallID]'] ?? data.generalCallID"},
 		{"caller", "data['callDetails[externalNumber]'] ?? data.externalNumber"},
+		{"tracking_number", "data['callDetails[pbxNumberData][number]'] ?? data.pbxNumber"},
 		{"agent_id", "data['callDetails[internalNumber]'] ?? data.internalNumber"},
+		{"agent_name", "data['callDetails[employeeData][name]']"},
 		{"start_time", "data['callDetails[startTime]'] ?? data.startTime"},
 		{"talk_time", "data['callDetails[billsec]'] ?? data.billsec"},
 		{"wait_time", "data['callDetails[waitsec]'] ?? data.waitsec"},
@@ -115,6 +118,25 @@ var presets = map[string][][2]string{
 		{"utm_campaign", "data.utm_campaign"},
 	},
 }
+
+// presetEvents map a source's own event names onto canonical ones: an
+// expression over `data` yielding the event name, or nil to fall back to
+// the usual rules (a body field `event`, the last path segment). The
+// handler's `event` setting overrides them.
+var presetEvents = map[string]string{
+	// Zadarma's notification types (its API documentation, "Notifications").
+	"zadarma": `data.event == nil ? nil : {'NOTIFY_START': 'before_call', 'NOTIFY_IVR': 'before_call', 'NOTIFY_ANSWER': 'call_answered', 'NOTIFY_END': 'after_call', 'NOTIFY_OUT_START': 'before_outgoing_call', 'NOTIFY_OUT_END': 'after_outgoing_call'}[string(data.event)]`,
+	// Binotel's requestType: the call settings request while it rings, and
+	// the completed call.
+	"binotel": `data.requestType == nil ? nil : {'apiCallSettings': 'before_call', 'apiCallCompleted': 'after_call'}[string(data.requestType)]`,
+	// Twilio's CallStatus: the voice URL is asked while it rings, status
+	// callbacks report the rest.
+	"twilio": `data.CallStatus == nil ? nil : {'ringing': 'before_call', 'in-progress': 'call_answered', 'completed': 'after_call', 'busy': 'after_call', 'no-answer': 'after_call', 'failed': 'after_call', 'canceled': 'after_call'}[string(data.CallStatus)]`,
+}
+
+// PresetEvent returns the event-name expression of an `input` preset, or
+// "" when the preset has none.
+func PresetEvent(name string) string { return presetEvents[name] }
 
 // PresetNames lists the `input` presets.
 func PresetNames() []string {

@@ -127,6 +127,10 @@ type Policy struct {
 	JSONRPC bool `json:"jsonrpc,omitempty"`
 	// Secret signs each attempt (Standard Webhooks); empty means unsigned.
 	Secret []byte `json:"secret,omitempty"`
+	// TLS names the webhook's TLS settings (ca, client certificate, ...)
+	// in the running config, which the sender looks up at each attempt;
+	// empty means the system's defaults. No key material is queued.
+	TLS string `json:"tls,omitempty"`
 }
 
 // Attempt is one try at sending a delivery.
@@ -209,12 +213,23 @@ type Event struct {
 
 // Envelope is what one accepted event puts into the queue, all or none.
 type Envelope struct {
+	// Event is stored with the deliveries. An envelope whose Event.ID is
+	// empty stores no event: its deliveries belong to one stored before
+	// (their EventID names it), as sync calls recorded after their event.
 	Event Event
 	// DedupKey, when not empty, makes a second envelope with the same key
 	// within the dedup window a duplicate.
-	DedupKey   string
-	Deliveries []*Delivery
+	DedupKey string
+	// DedupWindow is this envelope's window (the handler's dedup_window):
+	// a key stored longer ago than that is not a repeat. Zero means the
+	// backend's default (24h). Backends keep keys for at least
+	// MaxDedupWindow.
+	DedupWindow time.Duration
+	Deliveries  []*Delivery
 }
+
+// MaxDedupWindow is the longest dedup window an envelope may ask for.
+const MaxDedupWindow = 7 * 24 * time.Hour
 
 // EnqueueResult answers Enqueue.
 type EnqueueResult struct {

@@ -37,6 +37,8 @@ type Webhook struct {
 	urlDots  bool // the URL as written has a "." or ".." path segment
 	hasBody  bool
 	ctHeader bool // config sets its own Content-Type
+	sync     bool
+	tls      string // TLS profile key
 }
 
 type compiledParam struct {
@@ -62,6 +64,9 @@ func (w *Webhook) Name() string { return w.name }
 
 // On lists the events the webhook fires on.
 func (w *Webhook) On() []string { return w.on }
+
+// Sync reports whether this is a sync webhook (SPEC §9).
+func (w *Webhook) Sync() bool { return w.sync }
 
 // Fires reports whether the webhook is declared for event.
 func (w *Webhook) Fires(event string) bool { return slices.Contains(w.on, event) }
@@ -171,6 +176,7 @@ func compile(c Config) (*Webhook, error) {
 	if w.url, w.urlDots, err = parseURL(c.URL, names); err != nil {
 		return nil, err
 	}
+
 	for _, h := range c.Headers {
 		ht, err := compileHeader(h, names)
 		if err != nil {
@@ -188,8 +194,21 @@ func compile(c Config) (*Webhook, error) {
 		}
 	}
 
+	w.sync = c.Sync
+	w.tls = c.TLSProfile
+	defTimeout := DefaultTimeout
+	if c.Sync {
+		switch {
+		case c.Timeout > MaxSyncTimeout:
+			return nil, fmt.Errorf("timeout %s is more than %s, the longest a sync webhook may keep the caller waiting", c.Timeout, MaxSyncTimeout)
+		case c.MaxAttempts > 1:
+			return nil, errors.New("max_attempts: a sync webhook is called once and never retried; remove max_attempts, or drop sync to queue it")
+		}
+		defTimeout = DefaultSyncTimeout
+		c.MaxAttempts = 1
+	}
 	w.policy = policy{
-		timeout:     or(c.Timeout, DefaultTimeout),
+		timeout:     or(c.Timeout, defTimeout),
 		maxAttempts: or(c.MaxAttempts, DefaultMaxAttempts),
 		backoffMin:  or(c.BackoffMin, DefaultBackoffMin),
 		backoffMax:  or(c.BackoffMax, DefaultBackoffMax),
@@ -251,6 +270,31 @@ func safeURL(raw string) string {
 		}
 	}
 	return raw
+}
+
+// CheckDestination checks the URL's host as written in the config against
+// the SSRF guard (SPEC §6): a literal address the guard refuses, or
+// localhost, is a load-time error. A host made from {param.X} is checked
+// when dialled, like every name.
+func (w *Webhook) CheckDestination(g *delivery.Guard) error {
+	a, errA := url.Parse(w.url.fill(func(string) string { return "a" }))
+	b, errB := url.Parse(w.url.fill(func(string) string { return "b" }))
+	if errA != nil || errB != nil || a.Hostname() != b.Hostname() {
+		return nil
+	}
+	if err := g.CheckHost(a.Hostname()); err != nil {
+		return fmt.Errorf("webhook %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// Scheme is the URL's scheme, http or https.
+func (w *Webhook) Scheme() string {
+	u, err := url.Parse(w.url.fill(func(string) string { return "x" }))
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
 }
 
 func parseURL(raw string, params []string) (t template, dots bool, err error) {

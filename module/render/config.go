@@ -43,6 +43,13 @@ type Config struct {
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
 	MaxAge      time.Duration
+	// Sync makes a sync webhook (SPEC §9): sent while the caller waits,
+	// one attempt, never queued; Timeout defaults to DefaultSyncTimeout and
+	// is at most MaxSyncTimeout.
+	Sync bool
+	// TLSProfile names the webhook's TLS settings for the sender
+	// (queue.Policy.TLS); empty means the system's defaults.
+	TLSProfile string
 }
 
 // Defaults of SPEC §2 and §6. The delivery policy's live in package
@@ -60,6 +67,9 @@ const (
 	MaxAttempts = 50
 	// MaxTimeout bounds a webhook's per-attempt timeout.
 	MaxTimeout = 10 * time.Minute
+	// DefaultSyncTimeout and MaxSyncTimeout bound a sync webhook's call.
+	DefaultSyncTimeout = 3 * time.Second
+	MaxSyncTimeout     = 30 * time.Second
 	// MaxWebhooksPerEvent is the per-target, per-event limit of SPEC §7.
 	MaxWebhooksPerEvent = 40
 )

@@ -56,6 +56,7 @@ func (w *Webhook) Render(ev *intake.Event, target, id string, now time.Time) *qu
 			MaxAge:      w.policy.maxAge,
 			JSONRPC:     w.encoder.Name() == "jsonrpc",
 			Secret:      w.secret,
+			TLS:         w.tls,
 		},
 		State: queue.Pending,
 	}

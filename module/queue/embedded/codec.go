@@ -156,6 +156,7 @@ func encodeStatic(d *queue.Delivery) []byte {
 	e.d(p.MaxAge)
 	e.bool(p.JSONRPC)
 	e.by(p.Secret)
+	e.s(p.TLS)
 	return e.b
 }
 
@@ -207,6 +208,7 @@ func decodeStatic(b []byte, out *queue.Delivery) error {
 	if len(out.Policy.Secret) == 0 {
 		out.Policy.Secret = nil
 	}
+	out.Policy.TLS = d.s()
 	return d.err
 }
 

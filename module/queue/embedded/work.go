@@ -51,8 +51,12 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 				return err
 			}
 			if v != nil {
+				window := q.dedupWindow
+				if env.DedupWindow > 0 {
+					window = min(env.DedupWindow, queue.MaxDedupWindow)
+				}
 				created, eventID, refs, err := decodeDedup(v)
-				if err == nil && w.now.Sub(created) < q.dedupWindow {
+				if err == nil && w.now.Sub(created) < window {
 					res = queue.EnqueueResult{EventID: eventID, Refs: refs, Duplicate: true}
 					return nil
 				}
@@ -65,8 +69,10 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		// 128-bit ones, and a lookup would cost a read of every level's
 		// filter on the ingest path (the profile's largest item).
 		// Validated: write.
-		w.set(eventKey(env.Event.ID), evRec)
-		w.set(eventAtKey(env.Event.ReceivedAt, env.Event.ID), nil)
+		if env.Event.ID != "" {
+			w.set(eventKey(env.Event.ID), evRec)
+			w.set(eventAtKey(env.Event.ReceivedAt, env.Event.ID), nil)
+		}
 		res.EventID = env.Event.ID
 		res.Refs = make([]queue.Ref, len(ps))
 		for i, p := range ps {
@@ -140,8 +146,8 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 }
 
 func validateEnvelope(env *queue.Envelope) error {
-	if env.Event.ID == "" {
-		return errors.New("enqueue: the event has no ID")
+	if env.Event.ID == "" && env.DedupKey != "" {
+		return errors.New("enqueue: an envelope without an event cannot have a dedup key")
 	}
 	if len(env.Event.ID) > maxIDLen {
 		return fmt.Errorf("enqueue: event ID is %d bytes; at most %d", len(env.Event.ID), maxIDLen)
