@@ -408,7 +408,6 @@ func compileFields(input string, explicit []FieldMapping) (mapping.Fields, error
 	return out, nil
 }
 
-
 // ServeHTTP accepts one call event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ip := clientIP(r)
