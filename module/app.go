@@ -59,6 +59,13 @@ type App struct {
 	// Dead ones are kept until retried. Default: 7 days.
 	Retention caddy.Duration `json:"retention,omitempty"`
 
+	// SecretKey seals webhook signing secrets in the queue (AES-256-GCM),
+	// so the queue only holds ciphertext: at least 16 characters, usually
+	// {env.CALLHOOK_SECRET_KEY}. Nodes that share a queue need the same
+	// key. Default: a random key kept in the file callhook/secret.key
+	// under Caddy's data directory (created 0600 on first start).
+	SecretKey string `json:"secret_key,omitempty"`
+
 	backend QueueBackend
 	cfg     settings // computed once, in Provision
 	logger  *zap.Logger
@@ -115,6 +122,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.cfg.logger = a.logger
+	a.cfg.webhooks = a.webhooks
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering callhook metrics: %v", err)
 	}
@@ -148,6 +156,9 @@ var engines = caddy.NewUsagePool()
 // Start opens the queue (or joins the one a previous config left open) and
 // puts this config's settings in force.
 func (a *App) Start() error {
+	if err := a.loadSealKey(); err != nil {
+		return err
+	}
 	key := a.backend.Key()
 	val, loaded, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return newEngine(key, a.backend, a.cfg)
@@ -208,6 +219,11 @@ func (a *App) settings() (settings, error) {
 	if c, ok := a.backend.(pendingCap); ok {
 		s.maxPending = c.PendingCap()
 	}
+	if a.SecretKey != "" {
+		if s.sealKey, err = secretKey(caddy.NewReplacer(), a.SecretKey); err != nil {
+			return settings{}, err
+		}
+	}
 	return s, nil
 }
 
@@ -226,7 +242,7 @@ func (a *App) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueRe
 	if e == nil {
 		return queue.EnqueueResult{}, errNotStarted
 	}
-	return e.enqueue(ctx, env)
+	return e.enqueue(ctx, env, a.webhooks)
 }
 
 // startWait bounds how long an event waits for this app's Start.

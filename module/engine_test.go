@@ -35,9 +35,10 @@ func (q *slowPruneQueue) Lease(ctx context.Context, req queue.LeaseRequest) ([]q
 		return nil, nil
 	}
 }
-func (q *slowPruneQueue) Stats(context.Context) (queue.Stats, error) { return queue.Stats{}, nil }
-func (q *slowPruneQueue) Close() error                               { return nil }
-func (q *slowPruneQueue) SetMaxPending(n int)                        { q.maxPending = n }
+func (q *slowPruneQueue) Stats(context.Context) (queue.Stats, error)    { return queue.Stats{}, nil }
+func (q *slowPruneQueue) Close() error                                  { return nil }
+func (q *slowPruneQueue) Pauses(context.Context) ([]queue.Pause, error) { return nil, nil }
+func (q *slowPruneQueue) SetMaxPending(n int)                           { q.maxPending = n }
 
 type fakeBackend struct{ q queue.Queue }
 

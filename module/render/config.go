@@ -43,6 +43,10 @@ type Config struct {
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
 	MaxAge      time.Duration
+	// RotatedSecrets sign each request after Secret, during a rotation.
+	RotatedSecrets []string
+	// Ordered sets each delivery's order key (target, webhook, call_id).
+	Ordered bool
 }
 
 // Defaults of SPEC §2 and §6. The delivery policy's live in package

@@ -55,9 +55,11 @@ func (w *Webhook) Render(ev *intake.Event, target, id string, now time.Time) *qu
 			BackoffMax:  w.policy.backoffMax,
 			MaxAge:      w.policy.maxAge,
 			JSONRPC:     w.encoder.Name() == "jsonrpc",
-			Secret:      w.secret,
 		},
 		State: queue.Pending,
+	}
+	if w.ordered {
+		d.OrderKey = OrderKey(target, w.name, ev.CallID)
 	}
 	env := &mapping.Env{
 		Call:    ev.Call,
