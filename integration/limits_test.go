@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/caddyserver/caddy/v2/caddytest"
+
 	"fmt"
 	"net/http"
 	"strings"
@@ -244,5 +246,61 @@ func TestOrdered(t *testing.T) {
 	}
 	if other < 0 || other > 3 {
 		t.Errorf("o-2 was delivered at hit %d: held back behind another call's retries", other)
+	}
+}
+
+// TestJSONDeliveryOptions: issue 9's options from Caddy JSON.
+func TestJSONDeliveryOptions(t *testing.T) {
+	rc := newReceiver(t, nil)
+	cfg := fmt.Sprintf(`{
+	"admin": {"listen": "localhost:%d"},
+	"apps": {
+		"callhook": {
+			"queue": {"backend": "embedded", "path": %q},
+			"allow_destinations": ["127.0.0.1/32"],
+			"secret_key": "json-test-secret-key-0123456789"
+		},
+		"http": {
+			"http_port": %d,
+			"grace_period": 1,
+			"servers": {"srv0": {"listen": [":%d"], "routes": [{
+				"match": [{"path": ["/calls/*"]}],
+				"handle": [{
+					"handler": "callhook",
+					"target": "j",
+					"webhooks": [{
+						"name": "crm",
+						"on": ["after_call"],
+						"url": "%s/crm",
+						"params": [{"name": "id", "expr": "call.call_id"}],
+						"secret": "new-json-secret",
+						"rotated_secrets": ["old-json-secret"],
+						"ordered": true,
+						"rate_limit": "50/s",
+						"concurrency": 3,
+						"disable_after": "2h"
+					}]
+				}]
+			}]}}
+		}
+	}
+}`, adminPort, t.TempDir(), httpPort, httpPort, rc.URL)
+	caddytest.NewTester(t).InitServer(cfg, "json")
+	if status, ans := postJSON(t, "/calls/after_call", `{"call_id":"js-1"}`); status != 202 {
+		t.Fatalf("status %d: %+v", status, ans)
+	}
+	h := rc.waitHits(t, 1)[0]
+	id, ts := h.Header.Get("webhook-id"), h.Header.Get("webhook-timestamp")
+	if want := sig("new-json-secret", id, ts, h.Body) + " " + sig("old-json-secret", id, ts, h.Body); h.Header.Get("webhook-signature") != want {
+		t.Errorf("webhook-signature %q, want %q", h.Header.Get("webhook-signature"), want)
+	}
+	var st map[string]any
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if st = webhookStates(t)["j/crm"]; st["delivered"] == 1.0 {
+			break
+		}
+	}
+	if st["ordered"] != true || st["rate_limit"] != "50/s" || st["concurrency"] != 3.0 || st["disable_after"] != "2h0m0s" || st["delivered"] != 1.0 {
+		t.Errorf("GET /callhook/webhooks: %v", st)
 	}
 }
