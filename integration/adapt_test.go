@@ -26,7 +26,7 @@ func adapt(t *testing.T, name string, src []byte) ([]byte, error) {
 // expression compiled), as `caddy adapt` and `caddy validate` would.
 func TestExamples(t *testing.T) {
 	// the secrets the examples take from the environment
-	for _, k := range []string{"PBX_TOKEN", "CRM_TOKEN", "CRM_WEBHOOK_SECRET", "TWILIO_HOOK_TOKEN"} {
+	for _, k := range []string{"PBX_TOKEN", "CRM_TOKEN", "CRM_WEBHOOK_SECRET", "CRM_WEBHOOK_SECRET_OLD", "TWILIO_HOOK_TOKEN", "CALLHOOK_SECRET_KEY"} {
 		t.Setenv(k, "test-"+strings.ToLower(k))
 	}
 	files, err := filepath.Glob("../caddyfile_examples/*.Caddyfile")
@@ -125,6 +125,13 @@ func TestLoadErrors(t *testing.T) {
 		{"verify public url", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify twilio tok public.example.com/x\n\t}\n}\n", []string{"verify twilio: public URL", "Caddyfile:6"}},
 		{"verify twice", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tverify zadarma a\n\t\tverify zadarma b\n\t}\n}\n", []string{"verify zadarma is set twice", "Caddyfile:7"}},
 		{"allow_sources cidr", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tallow_sources 10.0.0.0/40\n\t}\n}\n", []string{"allow_sources", "10.0.0.0/40", "Caddyfile:6"}},
+		{"bad rate_limit", hook("\t\t\trate_limit 20/h"), []string{"webhook w: rate_limit \"20/h\"", "unknown unit", "such as 20/s or 600/m", "Caddyfile:9"}},
+		{"rate_limit not a number", hook("\t\t\trate_limit fast"), []string{"rate_limit \"fast\"", "such as 20/s or 600/m", "Caddyfile:9"}},
+		{"rate_limit zero", hook("\t\t\trate_limit 0/s"), []string{"not a positive whole number", "Caddyfile:9"}},
+		{"bad concurrency", hook("\t\t\tconcurrency -1"), []string{"webhook w: concurrency", "in flight at once", "Caddyfile:9"}},
+		{"bad disable_after", hook("\t\t\tdisable_after soon"), []string{"disable_after \"soon\"", "Caddyfile:9"}},
+		{"ordered with a value", hook("\t\t\tordered yes"), []string{"ordered takes no value", "Caddyfile:9"}},
+		{"short secret_key", "{\n\tcallhook {\n\t\tsecret_key abc\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"secret_key is 3 characters", "Caddyfile:3"}},
 		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
 	}
 	for _, tt := range tests {
@@ -202,6 +209,9 @@ func TestJSONLoadErrors(t *testing.T) {
 		// an unset secret would send unsigned webhooks, an unset header `Bearer `
 		{"secret env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","secret":"{env.CALLHOOK_SURELY_UNSET}"}]}`, "webhook w: secret: {env.CALLHOOK_SURELY_UNSET} is not set"},
 		{"header env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","headers":[{"name":"Authorization","value":"Bearer {env.CALLHOOK_SURELY_UNSET}"}]}]}`, "webhook w: header Authorization: {env.CALLHOOK_SURELY_UNSET} is not set"},
+		{"rate_limit", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","rate_limit":"5 per second"}]}`, "webhook w: rate_limit \"5 per second\""},
+		{"concurrency", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","concurrency":-2}]}`, "webhook w: concurrency -2"},
+		{"rotated secret without a current one", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://e.example/x","rotated_secrets":["old"]}]}`, "secret <new> <old>"},
 		{"url env unset", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"https://{env.CALLHOOK_SURELY_UNSET}/x"}]}`, "webhook w: url: {env.CALLHOOK_SURELY_UNSET} is not set"},
 		{"loopback url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://127.0.0.1:9/x"}]}`, "webhook w: url host 127.0.0.1 is loopback, which the SSRF guard refuses: add 127.0.0.1/32 to allow_destinations"},
 		{"localhost url", `{"handler":"callhook","webhooks":[{"name":"w","on":["after_call"],"url":"http://localhost/x"}]}`, "allow_destinations"},

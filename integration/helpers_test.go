@@ -140,3 +140,23 @@ func decodeAnswer(t *testing.T, res *http.Response) answer {
 	}
 	return a
 }
+
+// startCaddyDir is startCaddy with the queue in dir, so that reload can
+// load another config on the same queue.
+func startCaddyDir(t *testing.T, dir, callhookGlobals, site string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(caddyfile(dir, callhookGlobals, site), "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return tester
+}
+
+// reload loads another config on the queue in dir, as `caddy reload` does.
+func reload(t *testing.T, dir, callhookGlobals, site string) {
+	t.Helper()
+	if status, body := loadCaddyfile(t, caddyfile(dir, callhookGlobals, site)); status != http.StatusOK {
+		t.Fatalf("reload: %d %s", status, body)
+	}
+}

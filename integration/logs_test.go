@@ -182,7 +182,7 @@ func TestLogs(t *testing.T) {
 			fields: map[string]any{"target": target, "event": "after_call", "call_id": "log-1"}},
 		{name: "rejected", msg: "event rejected", logger: "http.handlers.callhook", level: "debug",
 			fields: map[string]any{"target": target, "status": 401.0}, reason: "missing or wrong token"},
-		{name: "render error", msg: "webhook could not be rendered; its delivery is stored dead. Fix the webhook's config, reload, then retry the delivery by hand (POST /callhook/deliveries/<id>/retry renders it again from the stored event)",
+		{name: "render error", msg: "webhook could not be rendered; its delivery is stored dead (fix the webhook, reload, then retry the delivery by hand: it is rendered again from the stored event)",
 			logger: "http.handlers.callhook", level: "error", reason: "webhook broken: param doubled:",
 			fields: map[string]any{"target": target, "event": "after_call", "call_id": "log-1", "webhook": "broken", "delivery_id": ans.id("broken")}},
 

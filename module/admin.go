@@ -20,6 +20,7 @@ import (
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 func init() {
@@ -29,11 +30,18 @@ func init() {
 // adminAPI serves the delivery log of the callhook queue on Caddy's admin
 // endpoint: list and inspect deliveries, retry dead ones, and queue stats.
 //
-//	GET  /callhook/deliveries?state=&webhook=&event=&call_id=&target=&limit=&cursor=
-//	GET  /callhook/deliveries/<id>
-//	POST /callhook/deliveries/<id>/retry
-//	POST /callhook/dead/retry?webhook=&event=&call_id=&target=
-//	GET  /callhook/stats
+//	GET    /callhook/deliveries?state=&webhook=&event=&call_id=&target=&limit=&cursor=
+//	GET    /callhook/deliveries/<id>
+//	DELETE /callhook/deliveries/<id>
+//	POST   /callhook/deliveries/<id>/retry
+//	POST   /callhook/dead/retry?webhook=&event=&call_id=&target=
+//	POST   /callhook/events/<event_id>/replay
+//	GET    /callhook/webhooks
+//	POST   /callhook/webhooks/<target>/<webhook>/resume
+//	GET    /callhook/stats
+//
+// The recovery operations are the engine's (engine_recovery.go); the
+// handlers here only parse and answer.
 //
 // Secrets never leave it: signing secrets are not output, and credential
 // headers and query parameters are shown as [redacted].
@@ -82,13 +90,25 @@ const (
 )
 
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, adminBase), "/"), "/")
+	parts := pathParts(r)
 	switch {
 	case len(parts) == 1 && parts[0] == "deliveries":
 		return a.route(w, r, http.MethodGet, a.handleList)
+	case len(parts) == 2 && parts[0] == "deliveries" && parts[1] != "" && r.Method == http.MethodDelete:
+		return a.handleDelete(w, r, parts[1])
 	case len(parts) == 2 && parts[0] == "deliveries" && parts[1] != "":
 		return a.route(w, r, http.MethodGet, func(w http.ResponseWriter, r *http.Request) error {
 			return a.handleGet(w, r, parts[1])
+		})
+	case len(parts) == 3 && parts[0] == "events" && parts[1] != "" && parts[2] == "replay":
+		return a.route(w, r, http.MethodPost, func(w http.ResponseWriter, r *http.Request) error {
+			return a.handleReplay(w, r, parts[1])
+		})
+	case len(parts) == 1 && parts[0] == "webhooks":
+		return a.route(w, r, http.MethodGet, a.handleWebhooks)
+	case len(parts) == 4 && parts[0] == "webhooks" && parts[1] != "" && parts[2] != "" && parts[3] == "resume":
+		return a.route(w, r, http.MethodPost, func(w http.ResponseWriter, r *http.Request) error {
+			return a.handleResume(w, r, parts[1], parts[2])
 		})
 	case len(parts) == 3 && parts[0] == "deliveries" && parts[1] != "" && parts[2] == "retry":
 		return a.route(w, r, http.MethodPost, func(w http.ResponseWriter, r *http.Request) error {
@@ -99,7 +119,19 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 1 && parts[0] == "stats":
 		return a.route(w, r, http.MethodGet, a.handleStats)
 	}
-	return apiError(http.StatusNotFound, "no callhook admin endpoint %s: use GET /callhook/deliveries, GET /callhook/deliveries/<id>, POST /callhook/deliveries/<id>/retry, POST /callhook/dead/retry or GET /callhook/stats", r.URL.Path)
+	return apiError(http.StatusNotFound, "no callhook admin endpoint %s: use GET /callhook/deliveries, GET or DELETE /callhook/deliveries/<id>, POST /callhook/deliveries/<id>/retry, POST /callhook/dead/retry, POST /callhook/events/<event_id>/replay, GET /callhook/webhooks, POST /callhook/webhooks/<target>/<webhook>/resume or GET /callhook/stats", r.URL.Path)
+}
+
+// pathParts splits the path after /callhook/ into its segments, each
+// unescaped, so a target or webhook name may hold any character.
+func pathParts(r *http.Request) []string {
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.EscapedPath(), adminBase), "/"), "/")
+	for i, p := range parts {
+		if u, err := url.PathUnescape(p); err == nil {
+			parts[i] = u
+		}
+	}
+	return parts
 }
 
 func (a *adminAPI) route(w http.ResponseWriter, r *http.Request, method string, h func(http.ResponseWriter, *http.Request) error) error {
@@ -162,12 +194,13 @@ func (a *adminAPI) delivery(ctx context.Context, id string) (*engine, *queue.Del
 func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request, id string) error {
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	_, d, err := a.delivery(ctx, id)
+	e, d, err := a.delivery(ctx, id)
 	if err != nil {
 		return err
 	}
+	secrets, _ := e.signingSecrets(d)
 	v := viewDelivery(d, -1)
-	v.Request = viewRequest(d, false)
+	v.Request = viewRequest(d, secrets, false)
 	v.Policy = &policyView{
 		Timeout:     d.Policy.Timeout.String(),
 		MaxAttempts: d.Policy.MaxAttempts,
@@ -175,48 +208,159 @@ func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request, id string) 
 		BackoffMax:  d.Policy.BackoffMax.String(),
 		MaxAge:      d.Policy.MaxAge.String(),
 		JSONRPC:     d.Policy.JSONRPC,
-		Signed:      len(d.Policy.Secret) > 0,
+		Signed:      len(secrets) > 0,
 	}
 	return writeAdminJSON(w, v)
 }
 
-// handleRetry answers POST /callhook/deliveries/<id>/retry.
+// handleRetry answers POST /callhook/deliveries/<id>/retry. A delivery
+// that was dead on arrival is rendered again with the running config.
 func (a *adminAPI) handleRetry(w http.ResponseWriter, r *http.Request, id string) error {
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	e, d, err := a.delivery(ctx, id)
+	e, _, err := a.engine()
 	if err != nil {
 		return err
 	}
-	if err := retryable(d); err != nil {
-		return err
-	}
-	n, err := e.q.RetryDead(ctx, id)
-	if err == nil && n == 0 {
-		// It was dead a moment ago: someone else retried it in between.
-		if again, gerr := e.q.Get(ctx, id); gerr != nil {
-			return a.getError(e, id, gerr)
-		} else if rerr := retryable(again); rerr != nil {
-			return rerr
-		}
-	}
+	d, err := e.retryDelivery(ctx, id)
 	if err != nil {
-		// It was dead a moment ago: someone else retried it, or it was
-		// removed, in between.
-		if again, gerr := e.q.Get(ctx, id); gerr != nil {
-			return a.getError(e, id, gerr)
-		} else if rerr := retryable(again); rerr != nil {
-			return rerr
-		}
-		return queueError(err, "retrying delivery "+id)
+		return a.recoveryError(e, id, d, err, "retried", "retrying delivery "+id)
 	}
-	e.pool.Notify()
-	a.logger.Info("dead delivery put back in the queue by hand",
-		zap.String("delivery_id", d.ID), zap.String("webhook", d.Webhook), zap.String("target", d.Target),
-		zap.String("event", d.Event), zap.String("call_id", d.CallID))
 	return writeAdminJSON(w, struct {
-		Retried int `json:"retried"`
-	}{n})
+		Retried  int          `json:"retried"`
+		Delivery deliveryView `json:"delivery"`
+	}{1, viewDelivery(d, listResponseBytes)})
+}
+
+// handleDelete answers DELETE /callhook/deliveries/<id>.
+func (a *adminAPI) handleDelete(w http.ResponseWriter, r *http.Request, id string) error {
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	e, _, err := a.engine()
+	if err != nil {
+		return err
+	}
+	if err := e.deleteDelivery(ctx, id); err != nil {
+		return a.recoveryError(e, id, nil, err, "deleted", "deleting delivery "+id)
+	}
+	return writeAdminJSON(w, struct {
+		Deleted int `json:"deleted"`
+	}{1})
+}
+
+// recoveryError answers a failed retry or delete of delivery id.
+func (a *adminAPI) recoveryError(e *engine, id string, d *queue.Delivery, err error, verb, doing string) error {
+	var ce *conflictError
+	switch {
+	case errors.As(err, &ce):
+		return apiError(http.StatusConflict, "%s", ce.msg)
+	case errors.Is(err, queue.ErrNotFound):
+		return a.getError(e, id, err)
+	case errors.Is(err, queue.ErrNotDead):
+		if d == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+			defer cancel()
+			got, gerr := e.q.Get(ctx, id)
+			if gerr != nil {
+				return a.getError(e, id, gerr)
+			}
+			d = got
+		}
+		if verb == "retried" {
+			if rerr := retryable(d); rerr != nil {
+				return rerr
+			}
+		}
+		return apiError(http.StatusConflict, "delivery %s is %s, not dead; only dead deliveries can be %s", id, d.State, verb)
+	}
+	return queueError(err, doing)
+}
+
+// handleReplay answers POST /callhook/events/<event_id>/replay: the stored
+// event is rendered again with the running config and queued as a new
+// event, whatever the dedup window says.
+func (a *adminAPI) handleReplay(w http.ResponseWriter, r *http.Request, eventID string) error {
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	e, _, err := a.engine()
+	if err != nil {
+		return err
+	}
+	res, err := e.replayEvent(ctx, eventID)
+	var ce *conflictError
+	switch {
+	case errors.As(err, &ce):
+		return apiError(http.StatusConflict, "%s", ce.msg)
+	case errors.Is(err, queue.ErrNotFound):
+		e.mu.Lock()
+		retention := e.settings.retention
+		e.mu.Unlock()
+		return apiError(http.StatusNotFound, "no stored event %s: the ID is unknown, or the event was pruned (events are kept for the retention of %s once their deliveries are delivered); take event_id from an ingest answer or a delivery", eventID, retention)
+	case err != nil:
+		return queueError(err, "replaying event "+eventID)
+	}
+	refs := res.Refs
+	if refs == nil {
+		refs = []queue.Ref{}
+	}
+	return writeAdminJSONStatus(w, http.StatusAccepted, struct {
+		EventID    string      `json:"event_id"`
+		ReplayOf   string      `json:"replay_of"`
+		Deliveries []queue.Ref `json:"deliveries"`
+	}{res.EventID, eventID, refs})
+}
+
+// handleWebhooks answers GET /callhook/webhooks.
+func (a *adminAPI) handleWebhooks(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	e, _, err := a.engine()
+	if err != nil {
+		return err
+	}
+	states, err := e.webhookStates(ctx)
+	if err != nil {
+		return queueError(err, "listing webhooks")
+	}
+	if states == nil {
+		states = []WebhookState{}
+	}
+	return writeAdminJSON(w, struct {
+		Webhooks []WebhookState `json:"webhooks"`
+	}{states})
+}
+
+// handleResume answers POST /callhook/webhooks/<target>/<webhook>/resume.
+func (a *adminAPI) handleResume(w http.ResponseWriter, r *http.Request, target, webhook string) error {
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	e, _, err := a.engine()
+	if err != nil {
+		return err
+	}
+	err = e.resumeWebhook(ctx, target, webhook)
+	if errors.Is(err, queue.ErrNotFound) {
+		var names []string
+		e.current().each(func(h *Handler, w *render.Webhook) { names = append(names, h.Target+"/"+w.Name()) })
+		known := "it has none"
+		if len(names) > 0 {
+			known = "it has " + strings.Join(names, ", ")
+		}
+		return apiError(http.StatusNotFound, "no webhook %s in target %s: the running config has no such webhook and no pause is stored for it (%s); the path is /callhook/webhooks/<target>/<webhook>/resume, see GET /callhook/webhooks", webhook, target, known)
+	}
+	if err != nil {
+		return queueError(err, "resuming webhook "+webhook)
+	}
+	states, err := e.webhookStates(ctx)
+	if err != nil {
+		return queueError(err, "listing webhooks")
+	}
+	for _, st := range states {
+		if st.Target == target && st.Webhook == webhook {
+			return writeAdminJSON(w, st)
+		}
+	}
+	return writeAdminJSON(w, WebhookState{Target: target, Webhook: webhook, State: webhookActive})
 }
 
 // handleRetryDead answers POST /callhook/dead/retry: every dead delivery
@@ -250,7 +394,13 @@ func (a *adminAPI) handleRetryDead(w http.ResponseWriter, r *http.Request) error
 				continue
 			}
 			if !rendered(d) {
-				out.Skipped++
+				// Dead on arrival: rendered again with the running
+				// config, or skipped if it still cannot be.
+				if _, err := e.retryDelivery(ctx, d.ID); err == nil {
+					out.Retried++
+				} else {
+					out.Skipped++
+				}
 				continue
 			}
 			ids = append(ids, d.ID)
@@ -272,7 +422,7 @@ func (a *adminAPI) handleRetryDead(w http.ResponseWriter, r *http.Request) error
 		e.pool.Notify()
 	}
 	a.logger.Info("dead deliveries put back in the queue by hand",
-		zap.Int("retried", out.Retried), zap.Int("skipped_never_rendered", out.Skipped),
+		zap.Int("retried", out.Retried), zap.Int("skipped_not_renderable", out.Skipped),
 		zap.String("webhook", f.Webhook), zap.String("event", f.Event),
 		zap.String("call_id", f.CallID), zap.String("target", f.Target))
 	return writeAdminJSON(w, out)
@@ -387,8 +537,6 @@ func retryable(d *queue.Delivery) error {
 		return apiError(http.StatusConflict, "delivery %s is delivered, not dead (at %s); only dead deliveries can be retried", d.ID, formatTime(d.FinishedAt))
 	case d.State != queue.Dead:
 		return apiError(http.StatusConflict, "delivery %s is %s, not dead; only dead deliveries can be retried", d.ID, d.State)
-	case !rendered(d):
-		return apiError(http.StatusConflict, "delivery %s cannot be retried: its request was never built because the webhook failed to render (%s); fix the config and have the source send the event again", d.ID, d.LastError)
 	}
 	return nil
 }
@@ -461,8 +609,9 @@ type (
 
 	retryAnswer struct {
 		Retried int `json:"retried"`
-		// Skipped counts dead deliveries that were never rendered (their
-		// webhook failed to evaluate), which retrying cannot fix.
+		// Skipped counts dead-on-arrival deliveries (their webhook failed
+		// to render) that still cannot be rendered with the running
+		// config; retry one by hand to see why.
 		Skipped int `json:"skipped"`
 	}
 
@@ -546,7 +695,7 @@ func viewDelivery(d *queue.Delivery, maxResponse int) deliveryView {
 		FinishedAt:  formatTime(d.FinishedAt),
 		LeasedUntil: formatTime(d.LeasedUntil),
 		LastError:   d.LastError,
-		Retryable:   d.State == queue.Dead && rendered(d),
+		Retryable:   d.State == queue.Dead,
 		Attempts:    make([]attemptView, 0, len(d.Attempts)),
 	}
 	if d.State == queue.Pending {
@@ -574,13 +723,15 @@ func viewDelivery(d *queue.Delivery, maxResponse int) deliveryView {
 // per-attempt Standard Webhooks headers. Credentials are redacted unless
 // showSecrets; the signing secret is scrubbed from every value regardless
 // of showSecrets, since only the signature may ever carry it.
-func viewRequest(d *queue.Delivery, showSecrets bool) *requestView {
+func viewRequest(d *queue.Delivery, secrets [][]byte, showSecrets bool) *requestView {
 	if !rendered(d) {
 		return nil
 	}
 	scrub := func(s string) string {
-		if len(d.Policy.Secret) >= 4 {
-			s = strings.ReplaceAll(s, string(d.Policy.Secret), redacted)
+		for _, secret := range secrets {
+			if len(secret) >= 4 {
+				s = strings.ReplaceAll(s, string(secret), redacted)
+			}
 		}
 		return s
 	}
@@ -693,6 +844,10 @@ func queueError(err error, doing string) error {
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) error {
+	return writeAdminJSONStatus(w, http.StatusOK, v)
+}
+
+func writeAdminJSONStatus(w http.ResponseWriter, status int, v any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // bodies are often XML: keep them readable
@@ -701,6 +856,7 @@ func writeAdminJSON(w http.ResponseWriter, v any) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
 	return err
 }

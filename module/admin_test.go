@@ -75,10 +75,10 @@ func TestViewRequestScrubsSecret(t *testing.T) {
 			Header: [][2]string{{"X-Echo", "topsecret"}, {"Authorization", "Bearer x"}},
 			Body:   []byte(`{"s":"topsecret"}`),
 		},
-		Policy: queue.Policy{Secret: []byte("topsecret")},
 	}
+	secrets := [][]byte{[]byte("newsecret"), []byte("topsecret")}
 	for _, show := range []bool{false, true} {
-		v := viewRequest(d, show)
+		v := viewRequest(d, secrets, show)
 		b, _ := json.Marshal(v)
 		if strings.Contains(string(b), "topsecret") {
 			t.Errorf("showSecrets=%v: the signing secret is shown: %s", show, b)
@@ -87,7 +87,7 @@ func TestViewRequestScrubsSecret(t *testing.T) {
 			t.Errorf("showSecrets=%v: Authorization = %q", show, got)
 		}
 	}
-	if viewRequest(&queue.Delivery{Request: queue.Request{Method: "POST"}}, false) != nil {
+	if viewRequest(&queue.Delivery{Request: queue.Request{Method: "POST"}}, nil, false) != nil {
 		t.Error("a delivery that was never rendered has no request to show")
 	}
 }
@@ -218,9 +218,14 @@ func TestAdminRetryConflicts(t *testing.T) {
 		mentions     string
 	}{
 		{"POST", "/callhook/deliveries/msg_pending/retry", 409, "is pending, not dead: its next attempt is due at"},
-		{"POST", "/callhook/deliveries/msg_unrendered/retry", 409, "webhook w: param p: nil"},
+		{"POST", "/callhook/deliveries/msg_unrendered/retry", 409, "cannot be rendered again: the running config has no webhook w"},
 		{"POST", "/callhook/deliveries/msg_gone/retry", 404, "retention of 1h0m0s"},
-		{"GET", "/callhook/deliveries/msg_unrendered", 200, `"retryable":false`},
+		{"GET", "/callhook/deliveries/msg_unrendered", 200, `"retryable":true`},
+		{"DELETE", "/callhook/deliveries/msg_pending", 409, "is pending, not dead; only dead deliveries can be deleted"},
+		{"DELETE", "/callhook/deliveries/msg_gone", 404, "no delivery msg_gone"},
+		{"POST", "/callhook/events/evt_gone/replay", 404, "no stored event evt_gone"},
+		{"POST", "/callhook/webhooks/default/nope/resume", 404, "no webhook nope in target default"},
+		{"GET", "/callhook/webhooks", 200, `{"webhooks":[]}`},
 		{"GET", "/callhook/stats", 200, `"pending":1,"leased":0,"delivered":0,"dead":2`},
 		{"POST", "/callhook/deliveries/", 405, "use GET"},
 		{"GET", "/callhook/", 404, "no callhook admin endpoint"},

@@ -66,6 +66,12 @@ type App struct {
 	HTTPSOnly bool `json:"https_only,omitempty"`
 
 	tlsProfiles map[string]*tls.Config // from the handlers' webhooks
+	// SecretKey seals webhook signing secrets in the queue (AES-256-GCM),
+	// so the queue only holds ciphertext: at least 16 characters, usually
+	// {env.CALLHOOK_SECRET_KEY}. Nodes that share a queue need the same
+	// key. Default: a random key kept in the file callhook/secret.key
+	// under Caddy's data directory (created 0600 on first start).
+	SecretKey string `json:"secret_key,omitempty"`
 
 	backend QueueBackend
 	cfg     settings // computed once, in Provision
@@ -123,6 +129,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.cfg.logger = a.logger
+	a.cfg.webhooks = a.webhooks
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering callhook metrics: %v", err)
 	}
@@ -156,6 +163,9 @@ var engines = caddy.NewUsagePool()
 // Start opens the queue (or joins the one a previous config left open) and
 // puts this config's settings in force.
 func (a *App) Start() error {
+	if err := a.loadSealKey(); err != nil {
+		return err
+	}
 	key := a.backend.Key()
 	// The handlers' webhook TLS settings, registered after the app was
 	// provisioned; queued deliveries name theirs.
@@ -219,6 +229,11 @@ func (a *App) settings() (settings, error) {
 	if c, ok := a.backend.(pendingCap); ok {
 		s.maxPending = c.PendingCap()
 	}
+	if a.SecretKey != "" {
+		if s.sealKey, err = secretKey(caddy.NewReplacer(), a.SecretKey); err != nil {
+			return settings{}, err
+		}
+	}
 	return s, nil
 }
 
@@ -237,7 +252,7 @@ func (a *App) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueRe
 	if e == nil {
 		return queue.EnqueueResult{}, errNotStarted
 	}
-	return e.enqueue(ctx, env)
+	return e.enqueue(ctx, env, a.webhooks)
 }
 
 // startWait bounds how long an event waits for this app's Start.

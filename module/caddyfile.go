@@ -38,6 +38,7 @@ func init() {
 //		drain_timeout <duration>
 //		retention <duration>
 //		https_only
+//		secret_key <key>
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -96,8 +97,15 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 				return nil, d.ArgErr()
 			}
 			app.HTTPSOnly = true
+		case "secret_key":
+			if !d.AllArgs(&app.SecretKey) {
+				return nil, d.Errf("secret_key takes one value, usually {env.CALLHOOK_SECRET_KEY}")
+			}
+			if !strings.Contains(app.SecretKey, "{") && len(app.SecretKey) < minSecretKey {
+				return nil, d.Errf("secret_key is %d characters; use at least %d random ones, from the environment: secret_key {env.CALLHOOK_SECRET_KEY}", len(app.SecretKey), minSecretKey)
+			}
 		default:
-			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout, retention or https_only", d.Val())
+			return nil, d.Errf("unknown callhook option %q: expected queue, workers, per_destination, allow_destinations, drain_timeout, retention, https_only or secret_key", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "callhook", Value: caddyconfig.JSON(app, nil)}, nil
@@ -146,7 +154,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			header       <name> <value>
 //			when         <expression>
 //			param        <name> <expression>
-//			secret       <secret>
+//			secret       <secret> [<older secret>...]
 //			rpc_method   <method>
 //			xml_root     <element>
 //			timeout      <duration>
@@ -160,6 +168,10 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //				server_name <name>
 //				insecure_skip_verify_dangerous
 //			}
+//			ordered
+//			rate_limit   <n>/s|<n>/m
+//			concurrency  <n>
+//			disable_after <duration>
 //		}
 //		reply <event> {
 //			status   <code>
@@ -390,7 +402,43 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			}
 		}
 		w.On = append(w.On, evs...)
-	case "url", "method", "format", "date_format", "timezone", "secret", "rpc_method", "xml_root":
+	case "secret":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return wrap("secret takes the secret, then any older ones still in use during a rotation: secret <new> <old>...")
+		}
+		w.Secret, w.RotatedSecrets = args[0], args[1:]
+	case "ordered":
+		if d.NextArg() {
+			return wrap("ordered takes no value")
+		}
+		w.Ordered = true
+	case "rate_limit":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		if _, _, err := parseRateLimit(v); err != nil {
+			return wrap("%v", err)
+		}
+		w.RateLimit = v
+	case "concurrency":
+		var v string
+		if !d.AllArgs(&v) {
+			return wrap("concurrency takes one number: concurrency 4")
+		}
+		n, err := parsePositiveInt(v)
+		if err != nil {
+			return wrap("concurrency %v; expected how many attempts may be in flight at once, such as concurrency 4", err)
+		}
+		w.Concurrency = n
+	case "disable_after":
+		dur, err := durationArg(d)
+		if err != nil {
+			return err
+		}
+		w.DisableAfter = caddy.Duration(dur)
+	case "url", "method", "format", "date_format", "timezone", "rpc_method", "xml_root":
 		v, err := one()
 		if err != nil {
 			return err
@@ -418,8 +466,6 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 				return wrap("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", v)
 			}
 			w.Timezone = v
-		case "secret":
-			w.Secret = v
 		case "rpc_method":
 			w.RPCMethod = v
 		case "xml_root":
@@ -482,15 +528,11 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			}
 		}
 		w.TLS = t
-	case "sync", "ordered":
+	case "sync":
 		if d.NextArg() {
-			return wrap("%s takes no value", opt)
+			return wrap("sync takes no value")
 		}
-		if opt == "sync" {
-			w.Sync = true
-		} else {
-			w.Ordered = true
-		}
+		w.Sync = true
 	case "timeout", "max_age":
 		dur, err := durationArg(d)
 		if err != nil {
@@ -522,7 +564,7 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 		}
 		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
 	default:
-		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync or ordered", opt)
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync, ordered, rate_limit, concurrency or disable_after", opt)
 	}
 	return nil
 }

@@ -267,7 +267,7 @@ func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data 
 					}
 					failed++
 				default:
-					fillRequest(&res, d, o.showSecrets)
+					fillRequest(&res, d, hook.Secrets(), o.showSecrets)
 				}
 				results = append(results, res)
 			}
@@ -466,8 +466,8 @@ func decodeRenderData(h *Handler, event string, data []byte) (*intake.Event, err
 
 // fillRequest puts the rendered request in res, with the headers the sender
 // adds (User-Agent, webhook-id) so the preview is what goes on the wire.
-func fillRequest(res *renderResult, d *queue.Delivery, showSecrets bool) {
-	rv := viewRequest(d, showSecrets)
+func fillRequest(res *renderResult, d *queue.Delivery, secrets [][]byte, showSecrets bool) {
+	rv := viewRequest(d, secrets, showSecrets)
 	res.Method, res.URL, res.Body = rv.Method, rv.URL, rv.Body
 	res.Headers = rv.Headers
 	hasUA := slices.ContainsFunc(rv.Headers, func(h headerView) bool { return strings.EqualFold(h.Name, "User-Agent") })
@@ -475,7 +475,7 @@ func fillRequest(res *renderResult, d *queue.Delivery, showSecrets bool) {
 		res.Headers = append(res.Headers, headerView{Name: "User-Agent", Value: "callhook/" + Version})
 	}
 	res.Headers = append(res.Headers, headerView{Name: "webhook-id", Value: d.ID})
-	res.Signed = len(d.Policy.Secret) > 0
+	res.Signed = len(secrets) > 0
 }
 
 func printText(w io.Writer, o renderOptions, results []renderResult) {

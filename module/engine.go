@@ -37,6 +37,12 @@ type settings struct {
 	logger     *zap.Logger
 	// tlsProfiles are the webhooks' TLS settings by profile name.
 	tlsProfiles map[string]*tls.Config
+	// webhooks are the config's webhooks by target: what renders a stored
+	// event again, what signs an attempt, what limits and pauses apply.
+	webhooks *targetRegistry
+	// sealKey seals signing secrets in the queue (secret_key, or the key
+	// file under Caddy's data directory); set by the app's Start.
+	sealKey []byte
 }
 
 // pendingCapper is implemented by an open queue whose cap on waiting
@@ -56,6 +62,14 @@ type engine struct {
 	// swapCore); the pool and the queue were handed it when they opened.
 	logger *zap.Logger
 	logs   *swapCore
+	// limiter holds the per-webhook limits and pauses the pool leases by.
+	limiter *delivery.Limiter
+	// keys seal signing secrets into queued work and open them again.
+	keys *delivery.Keyring
+	// hooks are the outcome figures and failure streaks per webhook key.
+	hooks hookStats
+	// paused are the paused webhooks, read from the queue.
+	paused pauses
 
 	mu       sync.Mutex
 	settings settings
@@ -70,6 +84,7 @@ type engine struct {
 	pruneCtx    context.Context
 	cancelPrune context.CancelFunc
 	pruneDone   chan struct{}
+	pauseDone   chan struct{}
 }
 
 func newEngine(key string, b QueueBackend, s settings) (*engine, error) {
@@ -79,33 +94,40 @@ func newEngine(key string, b QueueBackend, s settings) (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	sender := delivery.NewSender(delivery.SenderOptions{
-		UserAgent: delivery.DefaultUserAgent,
-		Guard:     s.guard,
-	})
 	e := &engine{
-		key:    key,
-		q:      q,
-		sender: sender,
-		pool: delivery.NewPool(delivery.PoolOptions{
-			Queue:          q,
-			Sender:         sender,
-			Workers:        s.workers,
-			PerDestination: s.perDestination,
-			Logger:         logger,
-			// The engine outlives configs, so it reports to the
-			// package-level collectors, not to a config's registry.
-			Observer: outcomeMetrics{},
-		}),
+		key:       key,
+		q:         q,
 		logger:    logger,
 		logs:      logs,
 		settings:  s,
+		limiter:   delivery.NewLimiter(),
+		keys:      delivery.NewKeyring(),
 		pruneDone: make(chan struct{}),
+		pauseDone: make(chan struct{}),
 	}
+	e.sender = delivery.NewSender(delivery.SenderOptions{
+		UserAgent: delivery.DefaultUserAgent,
+		Guard:     s.guard,
+		Secrets:   e.signingSecrets,
+	})
+	e.pool = delivery.NewPool(delivery.PoolOptions{
+		Queue:          q,
+		Sender:         e.sender,
+		Workers:        s.workers,
+		PerDestination: s.perDestination,
+		Limits:         e.limiter,
+		Logger:         logger,
+		// The engine outlives configs, so it reports to the package-level
+		// collectors, not to a config's registry; it also keeps each
+		// webhook's figures and pauses failing ones (disable_after).
+		Observer: e,
+	})
 	e.pruneCtx, e.cancelPrune = context.WithCancel(context.Background())
+	e.loadPauses()
 	e.applyLocked(s)
 	e.pool.Start()
 	go e.pruneLoop()
+	go e.pauseLoop()
 	metrics.queue.track(e)
 	return e, nil
 }
@@ -149,11 +171,30 @@ func (e *engine) applyLocked(s settings) {
 	if c, ok := e.q.(pendingCapper); ok && s.maxPending >= 0 {
 		c.SetMaxPending(s.maxPending)
 	}
+	if s.sealKey != nil {
+		if err := e.keys.Use(s.sealKey); err != nil {
+			e.logger.Error("cannot use the secret key; signing secrets are sealed with the previous one", zap.Error(err))
+		}
+	}
+	e.limiter.SetLimits(webhookLimitsOf(s.webhooks))
 }
 
-// enqueue stores an event envelope. The queue's lease long poll wakes the
-// workers by itself.
-func (e *engine) enqueue(ctx context.Context, env *queue.Envelope) (queue.EnqueueResult, error) {
+// current is the running config's webhooks.
+func (e *engine) current() *targetRegistry {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.settings.webhooks
+}
+
+// enqueue stores an event envelope whose deliveries reg's webhooks
+// rendered, sealing their signing secrets first. The queue's lease long
+// poll wakes the workers by itself.
+func (e *engine) enqueue(ctx context.Context, env *queue.Envelope, reg *targetRegistry) (queue.EnqueueResult, error) {
+	for _, d := range env.Deliveries {
+		if err := e.seal(reg, d); err != nil {
+			return queue.EnqueueResult{}, err
+		}
+	}
 	return e.q.Enqueue(ctx, env)
 }
 
@@ -162,6 +203,39 @@ func (e *engine) enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueu
 // every second), so a delivered record outlives its retention by little.
 func pruneEvery(retention time.Duration) time.Duration {
 	return min(10*time.Minute, max(retention/2, time.Second))
+}
+
+// seal puts the signing secrets of d's webhook in reg, sealed, into d's
+// policy (see queue.Policy.SealedSecret). A dead-on-arrival delivery has
+// no request to sign: it is sealed when it is rendered again.
+func (e *engine) seal(reg *targetRegistry, d *queue.Delivery) error {
+	if d.State == queue.Dead {
+		return nil
+	}
+	_, w := reg.webhook(d.Target, d.Webhook)
+	if w == nil {
+		return nil
+	}
+	sealed, err := e.keys.Seal(d.ID, w.Secrets())
+	if err != nil {
+		return fmt.Errorf("sealing the signing secret of webhook %s: %w", d.Webhook, err)
+	}
+	d.Policy.SealedSecret = sealed
+	return nil
+}
+
+// signingSecrets are the secrets that sign an attempt of d: its webhook's
+// current ones while the running config has the webhook (a rotated secret
+// applies from the next attempt), else the ones it was rendered with.
+func (e *engine) signingSecrets(d *queue.Delivery) ([][]byte, error) {
+	if _, w := e.current().webhook(d.Target, d.Webhook); w != nil {
+		return w.Secrets(), nil
+	}
+	secrets, err := e.keys.Open(d.ID, d.Policy.SealedSecret)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s of target %s is no longer in the running config, and the secret it was rendered with cannot be opened: %v", d.Webhook, d.Target, err)
+	}
+	return secrets, nil
 }
 
 // pruneLoop drops delivered deliveries past retention and expired dedup keys.
@@ -204,6 +278,10 @@ func (e *engine) Destruct() error {
 	case <-e.pruneDone:
 	case <-ctx.Done():
 		e.logger.Warn("pruning did not stop within drain_timeout; closing the queue under it", zap.Duration("drain_timeout", drain))
+	}
+	select {
+	case <-e.pauseDone:
+	case <-ctx.Done():
 	}
 	if err := e.pool.Stop(ctx); err != nil {
 		e.logger.Warn("stopped before every in-flight delivery finished; they will be retried on the next start",

@@ -35,9 +35,10 @@ func (q *slowPruneQueue) Lease(ctx context.Context, req queue.LeaseRequest) ([]q
 		return nil, nil
 	}
 }
-func (q *slowPruneQueue) Stats(context.Context) (queue.Stats, error) { return queue.Stats{}, nil }
-func (q *slowPruneQueue) Close() error                               { return nil }
-func (q *slowPruneQueue) SetMaxPending(n int)                        { q.maxPending = n }
+func (q *slowPruneQueue) Stats(context.Context) (queue.Stats, error)    { return queue.Stats{}, nil }
+func (q *slowPruneQueue) Close() error                                  { return nil }
+func (q *slowPruneQueue) Pauses(context.Context) ([]queue.Pause, error) { return nil, nil }
+func (q *slowPruneQueue) SetMaxPending(n int)                           { q.maxPending = n }
 
 type fakeBackend struct{ q queue.Queue }
 
@@ -110,5 +111,33 @@ func TestEngineRestoresPredecessorSettings(t *testing.T) {
 	e.release(old)
 	if e.settings.workers != 6 {
 		t.Errorf("after the old config stopped: workers %d, want the new config's 6", e.settings.workers)
+	}
+}
+
+// TestCurrentWebhooksFollowTheNewestConfig: re-rendering, signing and
+// limits use the webhooks of the config now in force, never a stale one's:
+// a reload's config takes over, and a config that failed to start hands
+// back to the one still running.
+func TestCurrentWebhooksFollowTheNewestConfig(t *testing.T) {
+	q := &slowPruneQueue{pruning: make(chan struct{})}
+	s := testSettings(2, 100*time.Millisecond)
+	e, err := newEngine("fake", fakeBackend{q}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Destruct()
+	a1, a2 := &App{cfg: s}, &App{cfg: s}
+	a1.cfg.webhooks, a2.cfg.webhooks = new(targetRegistry), new(targetRegistry)
+	e.hold(a1)
+	if e.current() != a1.cfg.webhooks {
+		t.Fatal("the first config's webhooks are not in force")
+	}
+	e.hold(a2)
+	if e.current() != a2.cfg.webhooks {
+		t.Fatal("after a reload, the old config's webhooks are still in force")
+	}
+	e.release(a2)
+	if e.current() != a1.cfg.webhooks {
+		t.Fatal("a config that stopped first left its webhooks in force")
 	}
 }

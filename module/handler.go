@@ -109,10 +109,13 @@ type Handler struct {
 	// Caddyfile is adapted (zero when UnmarshalCaddyfile runs on its own).
 	adaptChecks loadChecks
 	hooks       []*render.Webhook
-	fields      mapping.Fields
-	loc         *time.Location
-	token       []byte
-	logger      *zap.Logger
+	// limits are the webhooks' rate_limit, concurrency and disable_after,
+	// by webhook name.
+	limits map[string]webhookLimits
+	fields mapping.Fields
+	loc    *time.Location
+	token  []byte
+	logger *zap.Logger
 }
 
 // FieldMapping is one `field <canonical> <expression>` line.
@@ -172,9 +175,25 @@ type Webhook struct {
 	// event's reply, and the call is recorded as a delivered or dead
 	// delivery. Timeout defaults to 3s, at most 30s.
 	Sync bool `json:"sync,omitempty"`
-	// Ordered sends one call's deliveries of this webhook one at a time.
-	// It cannot be combined with Sync.
+	// RotatedSecrets are older secrets that still sign each request during
+	// a rotation, after Secret: one `v1,` signature per secret, space
+	// separated (Caddyfile: `secret <new> <old>...`). {env.*} is expanded.
+	RotatedSecrets []string `json:"rotated_secrets,omitempty"`
+	// Ordered makes one call's deliveries of this webhook go out one at a
+	// time, in the order their events were accepted: one is not attempted
+	// while an earlier one is pending or being retried; a dead one
+	// releases the next. It cannot be combined with Sync.
 	Ordered bool `json:"ordered,omitempty"`
+	// RateLimit caps how many attempts of this webhook start per second
+	// or per minute: "20/s", "600/m". Default: unlimited.
+	RateLimit string `json:"rate_limit,omitempty"`
+	// Concurrency caps how many attempts of this webhook are in flight at
+	// once. Default: unlimited (within workers and per_destination).
+	Concurrency int `json:"concurrency,omitempty"`
+	// DisableAfter pauses the webhook once every attempt of it failed for
+	// this long. A paused webhook keeps its deliveries pending until it is
+	// resumed through the admin API. Default: never.
+	DisableAfter caddy.Duration `json:"disable_after,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -275,9 +294,13 @@ func (h *Handler) compile(repl *caddy.Replacer) error {
 		h.tls[tlsProfileKey(h.Target, w.Name)] = cfg
 	}
 	h.hooks = nil
+	h.limits = make(map[string]webhookLimits, len(h.Webhooks))
 	for _, w := range h.Webhooks {
 		c, err := w.config(repl, h)
 		if err != nil {
+			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
+		}
+		if h.limits[w.Name], err = w.limits(); err != nil {
 			return fmt.Errorf("target %s: webhook %s: %v", h.Target, w.Name, err)
 		}
 		hook, err := render.Compile(c)
@@ -329,6 +352,7 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error)
 		BackoffMax:  time.Duration(w.BackoffMax),
 		MaxAge:      time.Duration(w.MaxAge),
 		Sync:        w.Sync,
+		Ordered:     w.Ordered,
 	}
 	if w.TLS != nil {
 		c.TLSProfile = tlsProfileKey(h.Target, w.Name)
@@ -339,6 +363,13 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error)
 	}
 	if c.Secret, err = expandEnv(repl, "secret", w.Secret); err != nil {
 		return c, err
+	}
+	for _, old := range w.RotatedSecrets {
+		v, err := expandEnv(repl, "secret", old)
+		if err != nil {
+			return c, err
+		}
+		c.RotatedSecrets = append(c.RotatedSecrets, v)
 	}
 	for _, hd := range w.Headers {
 		v, err := expandEnv(repl, "header "+hd.Name, hd.Value)
@@ -524,9 +555,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				continue
 			}
 			countDeadOnArrival(d)
-			h.logger.Error("webhook could not be rendered; its delivery is stored dead. Fix the webhook's config, reload, then retry the delivery by hand (POST /callhook/deliveries/<id>/retry renders it again from the stored event)",
-				zap.String("target", d.Target), zap.String("event", d.Event), zap.String("call_id", d.CallID),
-				zap.String("webhook", d.Webhook), zap.String("delivery_id", d.ID), zap.String("reason", d.LastError))
+			h.logger.Error(renderErrorAdvice, renderErrorFields(d)...)
 		}
 	}
 	if h.Passthrough {
@@ -636,8 +665,13 @@ func storedEvent(id, target string, ev *intake.Event, received time.Time) queue.
 
 // renderSafely turns a panic while rendering (none is known) into a dead
 // delivery, so one webhook can never take the event, or the process, down.
-func renderSafely(hook *render.Webhook, ev *intake.Event, target string, now time.Time) (d *queue.Delivery) {
-	id := render.NewID()
+func renderSafely(hook *render.Webhook, ev *intake.Event, target string, now time.Time) *queue.Delivery {
+	return renderWithID(hook, ev, target, render.NewID(), now)
+}
+
+// renderWithID is renderSafely for a delivery ID that is already known (a
+// dead delivery rendered again).
+func renderWithID(hook *render.Webhook, ev *intake.Event, target, id string, now time.Time) (d *queue.Delivery) {
 	defer func() {
 		if r := recover(); r != nil {
 			d = &queue.Delivery{

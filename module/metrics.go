@@ -31,6 +31,7 @@ var metrics = struct {
 	deliveries *prometheus.CounterVec
 	attempts   *prometheus.HistogramVec
 	queue      *queueCollector
+	paused     *prometheus.GaugeVec
 }{
 	events: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "callhook",
@@ -54,6 +55,21 @@ var metrics = struct {
 	}, []string{"target", "webhook"}),
 
 	queue: &queueCollector{engines: make(map[*engine]struct{})},
+
+	paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "callhook",
+		Name:      "webhook_paused",
+		Help:      "1 while a webhook is paused (disable_after: every attempt failed for that long), 0 otherwise. A paused webhook's deliveries stay pending until it is resumed through the admin API.",
+	}, []string{"target", "webhook"}),
+}
+
+// setPaused sets a webhook's callhook_webhook_paused gauge.
+func setPaused(target, webhook string, paused bool) {
+	v := 0.0
+	if paused {
+		v = 1
+	}
+	metrics.paused.WithLabelValues(target, webhook).Set(v)
 }
 
 // registerMetrics adds callhook's collectors to a config's registry. Seeing
@@ -63,7 +79,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil // a bare caddy.Context, as in unit tests
 	}
-	for _, c := range []prometheus.Collector{metrics.events, metrics.deliveries, metrics.attempts, metrics.queue} {
+	for _, c := range []prometheus.Collector{metrics.events, metrics.deliveries, metrics.attempts, metrics.queue, metrics.paused} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -89,6 +105,7 @@ func initWebhookSeries(target, webhook string) {
 		metrics.deliveries.WithLabelValues(target, webhook, o)
 	}
 	metrics.attempts.WithLabelValues(target, webhook)
+	metrics.paused.WithLabelValues(target, webhook)
 }
 
 // countDeadOnArrival counts a delivery stored dead because its webhook could

@@ -3,6 +3,8 @@ package callhook
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -25,6 +27,10 @@ type targetBlocks struct {
 	// one block declared once may be provisioned more than once.
 	blocks []string
 	hooks  []*render.Webhook
+	// handlers are the distinct blocks' handlers, in the order of blocks:
+	// what renders a stored event again (field mappings, timezone) and
+	// what each webhook's limits are.
+	handlers []*Handler
 }
 
 // add registers a provisioned handler's webhooks under its target and
@@ -58,7 +64,52 @@ func (r *targetRegistry) add(h *Handler) error {
 	}
 	tb.blocks = append(tb.blocks, string(raw))
 	tb.hooks = all
+	tb.handlers = append(tb.handlers, h)
 	return nil
+}
+
+// handlers returns the handler blocks of a target in this config.
+func (r *targetRegistry) handlers(target string) []*Handler {
+	if r == nil {
+		return nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if tb := r.targets[target]; tb != nil {
+		return slices.Clone(tb.handlers)
+	}
+	return nil
+}
+
+// webhook finds a webhook of this config by target and name, with the
+// handler block that declares it; nil when the config has none by that name.
+func (r *targetRegistry) webhook(target, name string) (*Handler, *render.Webhook) {
+	for _, h := range r.handlers(target) {
+		for _, w := range h.hooks {
+			if w.Name() == name {
+				return h, w
+			}
+		}
+	}
+	return nil, nil
+}
+
+// each calls f for every webhook of this config, by target (sorted) in
+// declaration order.
+func (r *targetRegistry) each(f func(h *Handler, w *render.Webhook)) {
+	if r == nil {
+		return
+	}
+	r.mu.RLock()
+	targets := slices.Sorted(maps.Keys(r.targets))
+	r.mu.RUnlock()
+	for _, t := range targets {
+		for _, h := range r.handlers(t) {
+			for _, w := range h.hooks {
+				f(h, w)
+			}
+		}
+	}
 }
 
 // dedupScope is what a handler adds to its dedup keys: nothing while its

@@ -58,9 +58,10 @@ type PoolOptions struct {
 	PerDestination int
 	// Lease is added to a delivery's timeout to form its lease (default 30s).
 	Lease time.Duration
-	// Limits, when set, gives per-webhook budgets (queue.WebhookKey ->
-	// how many more may be leased now) and paused webhooks for each lease.
-	Limits   func() (budget map[string]int, paused map[string]bool)
+	// Limits, when set, gives per-webhook budgets (rate_limit,
+	// concurrency) and paused webhooks for each lease, and is told every
+	// attempt that starts and ends.
+	Limits   *Limiter
 	Logger   *zap.Logger
 	Observer Observer // may be nil
 	Now      func() time.Time
@@ -88,7 +89,7 @@ type Pool struct {
 	recording chan struct{}
 	// limits gives per-webhook budgets and pauses for each lease; nil
 	// means none.
-	limits func() (budget map[string]int, paused map[string]bool)
+	limits *Limiter
 
 	mu          sync.Mutex
 	workers     int
@@ -290,7 +291,13 @@ func (p *Pool) dispatch() {
 			DefaultDestinationBudget: perDest,
 		}
 		if p.limits != nil {
-			req.WebhookBudget, req.Paused = p.limits()
+			var wake time.Duration
+			req.WebhookBudget, req.Paused, wake = p.limits.budgets(p.now())
+			if wake > 0 {
+				// A rate-limited webhook gets its next token then: look
+				// again, rather than wait out the whole long poll.
+				req.Wait = min(req.Wait, wake)
+			}
 		}
 		ctx, cancel := context.WithCancel(p.ctx)
 		p.mu.Lock()
@@ -350,11 +357,18 @@ func (p *Pool) startWorker(l queue.Lease) {
 		p.byDest[d.Destination]++
 	}
 	p.mu.Unlock()
+	if p.limits != nil {
+		p.limits.start(d.WebhookKey(), p.now())
+	}
 	p.wg.Add(1)
 	go p.work(l)
 }
 
-func (p *Pool) finished(dest string) {
+func (p *Pool) finished(d *queue.Delivery) {
+	if p.limits != nil {
+		p.limits.done(d.WebhookKey())
+	}
+	dest := d.Destination
 	p.mu.Lock()
 	p.inflight--
 	if dest != "" {
@@ -391,7 +405,7 @@ func (p *Pool) work(l queue.Lease) {
 	free := func() {
 		if slot {
 			slot = false
-			p.finished(d.Destination)
+			p.finished(d)
 		}
 	}
 	defer free()

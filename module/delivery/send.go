@@ -62,6 +62,10 @@ type SenderOptions struct {
 	// Resolver looks up receivers' host names (default: the system's).
 	// Whatever it answers, the guard checks the address dialled.
 	Resolver *net.Resolver
+	// Secrets gives the secrets that sign an attempt of d (none: unsigned),
+	// or why it cannot be signed, which fails the attempt for good. Nil:
+	// every attempt is unsigned.
+	Secrets func(d *queue.Delivery) ([][]byte, error)
 }
 
 // Sender makes single delivery attempts. It is safe for concurrent use and
@@ -75,6 +79,7 @@ type Sender struct {
 	maxResp   int
 	now       func() time.Time
 	tls       tlsProfiles
+	secrets   func(d *queue.Delivery) ([][]byte, error)
 }
 
 // Result is the outcome of one attempt.
@@ -100,6 +105,7 @@ func NewSender(o SenderOptions) *Sender {
 		userAgent: o.UserAgent,
 		maxResp:   o.MaxResponse,
 		now:       o.Now,
+		secrets:   o.Secrets,
 	}
 	if s.userAgent == "" {
 		s.userAgent = DefaultUserAgent
@@ -371,8 +377,14 @@ func (s *Sender) build(ctx context.Context, d *queue.Delivery, start time.Time) 
 	ts := start.Unix()
 	req.Header[hdrID] = []string{d.ID}
 	req.Header[hdrTimestamp] = []string{strconv.FormatInt(ts, 10)}
-	if len(d.Policy.Secret) > 0 {
-		req.Header[hdrSignature] = []string{Sign(d.Policy.Secret, d.ID, ts, d.Request.Body)}
+	if s.secrets != nil {
+		secrets, err := s.secrets(d)
+		if err != nil {
+			return nil, "cannot sign: " + err.Error()
+		}
+		if len(secrets) > 0 {
+			req.Header[hdrSignature] = []string{SignAll(secrets, d.ID, ts, d.Request.Body)}
+		}
 	}
 	return req, ""
 }

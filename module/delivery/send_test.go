@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -310,7 +311,10 @@ func TestSendHeadersAndSignature(t *testing.T) {
 	})
 	now := time.Unix(1700000000, 0)
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	s := newTestSender(t, SenderOptions{UserAgent: "callhook-test/1", Now: func() time.Time { return now }})
+	var secrets [][]byte
+	var signErr error
+	s := newTestSender(t, SenderOptions{UserAgent: "callhook-test/1", Now: func() time.Time { return now },
+		Secrets: func(*queue.Delivery) ([][]byte, error) { return secrets, signErr }})
 	d := delivery(srv.URL + "/hook")
 	d.Request.Method = "PUT"
 	d.Request.Header = [][2]string{
@@ -321,7 +325,7 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		{"webhook-id", "forged"}, // ours win
 		{"Host", "crm.example"},  // config cannot set Host (render refuses it); a stored one changes nothing
 	}
-	d.Policy.Secret = secret
+	secrets = [][]byte{secret}
 	r := s.Send(context.Background(), d)
 	if !r.OK {
 		t.Fatalf("send failed: %s", r.Reason)
@@ -353,13 +357,36 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		t.Errorf("webhook-signature = %q, want %q", v, want)
 	}
 
+	// During a rotation: one signature per secret, newest first.
+	old := []byte("the-old-secret")
+	secrets = [][]byte{secret, old}
+	if r := s.Send(context.Background(), d); !r.OK {
+		t.Fatal(r.Reason)
+	}
+	mac = hmac.New(sha256.New, old)
+	fmt.Fprintf(mac, "%s.%d.%s", d.ID, now.Unix(), d.Request.Body)
+	if v, w := (<-got).header.Get("Webhook-Signature"), want+" v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)); v != w {
+		t.Errorf("webhook-signature with two secrets = %q, want %q", v, w)
+	}
+
 	// Unsigned when there is no secret.
-	d.Policy.Secret = nil
+	secrets = nil
 	if r := s.Send(context.Background(), d); !r.OK {
 		t.Fatal(r.Reason)
 	}
 	if h := <-got; h.header.Get("Webhook-Signature") != "" {
 		t.Errorf("unsigned delivery carries a signature")
+	}
+
+	// A delivery that cannot be signed is not sent, for good.
+	signErr = errors.New("no key")
+	if r := s.Send(context.Background(), d); r.OK || r.Retryable || !strings.Contains(r.Reason, "cannot sign: no key") {
+		t.Errorf("unsignable delivery: %+v", r)
+	}
+	select {
+	case <-got:
+		t.Error("an unsignable delivery was sent")
+	default:
 	}
 }
 
@@ -440,8 +467,9 @@ func TestSendReasonsHoldNoSecrets(t *testing.T) {
 		}).URL,
 		"refused": "http://" + closedAddr,
 	}
-	s := newTestSender(t, SenderOptions{})
-	blocked := NewSender(SenderOptions{Guard: NewGuard(nil)})
+	sign := func(*queue.Delivery) ([][]byte, error) { return [][]byte{signing}, nil }
+	s := newTestSender(t, SenderOptions{Secrets: sign})
+	blocked := NewSender(SenderOptions{Guard: NewGuard(nil), Secrets: sign})
 	t.Cleanup(blocked.CloseIdleConnections)
 
 	check := func(name string, r Result) {
@@ -458,7 +486,6 @@ func TestSendReasonsHoldNoSecrets(t *testing.T) {
 	for name, u := range urls {
 		d := delivery(u + "/hook?token=" + urlSecret)
 		d.Request.Header = append(d.Request.Header, [2]string{"Authorization", "Bearer " + headerSecret})
-		d.Policy.Secret = signing
 		d.Policy.Timeout = 200 * time.Millisecond
 		check(name, s.Send(context.Background(), d))
 		if name == "404" {

@@ -42,6 +42,17 @@ func ParseSecret(s string) ([]byte, error) {
 	return key, nil
 }
 
+// SignAll returns the webhook-signature value for one attempt signed with
+// each secret: one `v1,` signature per secret, space-separated, as
+// Standard Webhooks allows during a secret rotation. No secrets give "".
+func SignAll(secrets [][]byte, msgID string, ts int64, body []byte) string {
+	sigs := make([]string, len(secrets))
+	for i, s := range secrets {
+		sigs[i] = Sign(s, msgID, ts, body)
+	}
+	return strings.Join(sigs, " ")
+}
+
 // Sign returns the Standard Webhooks webhook-signature value for one attempt:
 // "v1," + base64(HMAC-SHA256(secret, msgID + "." + ts + "." + body)).
 func Sign(secret []byte, msgID string, ts int64, body []byte) string {

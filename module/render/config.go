@@ -50,6 +50,10 @@ type Config struct {
 	// TLSProfile names the webhook's TLS settings for the sender
 	// (queue.Policy.TLS); empty means the system's defaults.
 	TLSProfile string
+	// RotatedSecrets sign each request after Secret, during a rotation.
+	RotatedSecrets []string
+	// Ordered sets each delivery's order key (target, webhook, call_id).
+	Ordered bool
 }
 
 // Defaults of SPEC §2 and §6. The delivery policy's live in package

@@ -55,10 +55,12 @@ func (w *Webhook) Render(ev *intake.Event, target, id string, now time.Time) *qu
 			BackoffMax:  w.policy.backoffMax,
 			MaxAge:      w.policy.maxAge,
 			JSONRPC:     w.encoder.Name() == "jsonrpc",
-			Secret:      w.secret,
 			TLS:         w.tls,
 		},
 		State: queue.Pending,
+	}
+	if w.ordered {
+		d.OrderKey = OrderKey(target, w.name, ev.CallID)
 	}
 	env := &mapping.Env{
 		Call:    ev.Call,

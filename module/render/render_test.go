@@ -437,10 +437,35 @@ func TestParamOrderAndPolicy(t *testing.T) {
 	if want := `{"z":1,"a":"x","m":{"b":true,"a":null}}`; string(d.Request.Body) != want {
 		t.Errorf("body = %s, want %s", d.Request.Body, want)
 	}
-	want := queue.Policy{Timeout: time.Second, MaxAttempts: 3, BackoffMin: 2 * time.Second, BackoffMax: time.Minute, MaxAge: time.Hour, Secret: []byte("raw-secret")}
+	want := queue.Policy{Timeout: time.Second, MaxAttempts: 3, BackoffMin: 2 * time.Second, BackoffMax: time.Minute, MaxAge: time.Hour}
 	if got := d.Policy; got.Timeout != want.Timeout || got.MaxAttempts != want.MaxAttempts || got.BackoffMin != want.BackoffMin ||
-		got.BackoffMax != want.BackoffMax || got.MaxAge != want.MaxAge || string(got.Secret) != string(want.Secret) {
-		t.Errorf("policy = %+v, want %+v", got, want)
+		got.BackoffMax != want.BackoffMax || got.MaxAge != want.MaxAge || got.SealedSecret != nil {
+		t.Errorf("policy = %+v, want %+v (secrets are never rendered into the delivery)", got, want)
+	}
+}
+
+func TestSecretsAndOrder(t *testing.T) {
+	c := hook("https://h/hook")
+	c.Secret, c.RotatedSecrets = "whsec_bmV3", []string{"old-raw"}
+	c.Ordered = true
+	w := mustCompile(t, c)
+	if got := w.Secrets(); len(got) != 2 || string(got[0]) != "new" || string(got[1]) != "old-raw" {
+		t.Errorf("Secrets() = %q, want [new old-raw]", got)
+	}
+	d := mustPending(t, render(t, w, nil))
+	if d.OrderKey == "" || d.OrderKey != OrderKey(d.Target, d.Webhook, d.CallID) {
+		t.Errorf("ordered webhook: OrderKey %q", d.OrderKey)
+	}
+	if OrderKey("a/b", "c", "1") == OrderKey("a", "b/c", "1") {
+		t.Error("order keys of different webhooks collide")
+	}
+	c.Secret = ""
+	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "secret <new> <old>") {
+		t.Errorf("rotated secrets without a current one: %v", err)
+	}
+	c.Secret, c.RotatedSecrets = "whsec_bmV3", []string{"whsec_!!"}
+	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "secret 2 of 2") {
+		t.Errorf("bad rotated secret: %v", err)
 	}
 }
 

@@ -155,7 +155,7 @@ func encodeStatic(d *queue.Delivery) []byte {
 	e.d(p.BackoffMax)
 	e.d(p.MaxAge)
 	e.bool(p.JSONRPC)
-	e.by(p.Secret)
+	e.by(p.SealedSecret)
 	e.s(p.TLS)
 	return e.b
 }
@@ -204,9 +204,9 @@ func decodeStatic(b []byte, out *queue.Delivery) error {
 	out.Policy.BackoffMax = d.d()
 	out.Policy.MaxAge = d.d()
 	out.Policy.JSONRPC = d.bool()
-	out.Policy.Secret = d.by()
-	if len(out.Policy.Secret) == 0 {
-		out.Policy.Secret = nil
+	out.Policy.SealedSecret = d.by()
+	if len(out.Policy.SealedSecret) == 0 {
+		out.Policy.SealedSecret = nil
 	}
 	out.Policy.TLS = d.s()
 	return d.err

@@ -367,7 +367,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		Destination: "https://x:443", OrderKey: "k", CreatedAt: time.Unix(1700000000, 5).UTC(),
 		Request: queue.Request{Method: "PUT", URL: "https://x/a?b=c", Header: [][2]string{{"A", "1"}, {"B", "2"}}, Body: []byte("{}")},
 		Policy: queue.Policy{Timeout: time.Second, MaxAttempts: 3, BackoffMin: time.Millisecond, BackoffMax: time.Minute,
-			MaxAge: time.Hour, JSONRPC: true, Secret: []byte("s"), TLS: "t/w"}}
+			MaxAge: time.Hour, JSONRPC: true, SealedSecret: []byte("s"), TLS: "t/w"}}
 	var got queue.Delivery
 	if err := decodeStatic(encodeStatic(d), &got); err != nil {
 		t.Fatal(err)

@@ -417,8 +417,9 @@ func (q *Queue) Redeliver(ctx context.Context, d *queue.Delivery) error {
 		if decodeStatic(sv, old) != nil {
 			return
 		}
-		old.Request, old.Policy = d.Request, d.Policy
+		old.Request, old.Policy, old.Destination, old.OrderKey = d.Request, d.Policy, d.Destination, d.OrderKey
 		w.set(staticKey(id), encodeStatic(old))
+		st.destination, st.orderKey = d.Destination, d.OrderKey
 		revive(w, id, st, m)
 	})
 	if err == nil && n == 0 {

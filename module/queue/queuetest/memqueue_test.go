@@ -58,10 +58,13 @@ var (
 )
 
 type memRec struct {
-	d      queue.Delivery
-	seq    int64
-	token  queue.Token
-	leases int
+	d   queue.Delivery
+	seq int64
+	// orderSeq is the place in its order key: seq, or a later one after
+	// a retry by hand.
+	orderSeq int64
+	token    queue.Token
+	leases   int
 }
 
 type dedupRec struct {
@@ -145,7 +148,7 @@ func clone(d *queue.Delivery, attempts bool) *queue.Delivery {
 	c := *d
 	c.Request.Header = slices.Clone(d.Request.Header)
 	c.Request.Body = slices.Clone(d.Request.Body)
-	c.Policy.Secret = slices.Clone(d.Policy.Secret)
+	c.Policy.SealedSecret = slices.Clone(d.Policy.SealedSecret)
 	c.Attempts = nil
 	if attempts {
 		for _, a := range d.Attempts {
@@ -215,7 +218,7 @@ func (q *memQueue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqu
 		}
 		c.LeasedUntil = time.Time{}
 		s.seq++
-		s.recs[c.ID] = &memRec{d: *c, seq: s.seq}
+		s.recs[c.ID] = &memRec{d: *c, seq: s.seq, orderSeq: s.seq}
 		ref := queue.Ref{ID: c.ID, Webhook: c.Webhook, State: c.State}
 		if c.State == queue.Dead {
 			ref.Error = c.LastError
@@ -247,8 +250,8 @@ func (s *memStore) leaseLocked(req queue.LeaseRequest, now time.Time) ([]queue.L
 	if !broken("order") {
 		for _, r := range s.recs {
 			if k := r.d.OrderKey; k != "" && live(r.d.State) {
-				if h, ok := heads[k]; !ok || r.seq < h {
-					heads[k] = r.seq
+				if h, ok := heads[k]; !ok || r.orderSeq < h {
+					heads[k] = r.orderSeq
 				}
 			}
 		}
@@ -266,7 +269,7 @@ func (s *memStore) leaseLocked(req queue.LeaseRequest, now time.Time) ([]queue.L
 			}
 			continue
 		}
-		if k := r.d.OrderKey; k != "" && !broken("order") && heads[k] != r.seq {
+		if k := r.d.OrderKey; k != "" && !broken("order") && heads[k] != r.orderSeq {
 			continue
 		}
 		cands = append(cands, r)
@@ -570,6 +573,8 @@ func (q *memQueue) RetryDead(ctx context.Context, ids ...string) (int, error) {
 	now := time.Now()
 	for _, r := range rs {
 		revive(r, now)
+		q.s.seq++
+		r.orderSeq = q.s.seq // the back of its order key
 	}
 	q.s.notify()
 	return len(rs), nil
@@ -589,8 +594,10 @@ func (q *memQueue) Redeliver(ctx context.Context, d *queue.Delivery) error {
 		return queue.ErrNotDead
 	}
 	c := clone(d, false)
-	r.d.Request, r.d.Policy = c.Request, c.Policy
+	r.d.Request, r.d.Policy, r.d.Destination, r.d.OrderKey = c.Request, c.Policy, c.Destination, c.OrderKey
 	revive(r, time.Now())
+	q.s.seq++
+	r.orderSeq = q.s.seq // the back of its order key
 	q.s.notify()
 	return nil
 }

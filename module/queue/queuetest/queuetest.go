@@ -291,7 +291,7 @@ func (h *harness) delivery(e *queue.Event, s dl) *queue.Delivery {
 		},
 		Policy: queue.Policy{
 			Timeout: 5 * time.Second, MaxAttempts: 7, BackoffMin: time.Second,
-			BackoffMax: time.Minute, MaxAge: time.Hour, JSONRPC: true, Secret: []byte("whsec"),
+			BackoffMax: time.Minute, MaxAge: time.Hour, JSONRPC: true, SealedSecret: []byte("sealed"),
 		},
 		State:       s.State,
 		CreatedAt:   h.created(),
@@ -636,10 +636,10 @@ func sameDelivery(t *testing.T, got, want *queue.Delivery) {
 		diffs = append(diffs, fmt.Sprintf("Request.Body = %q, want %q", got.Request.Body, want.Request.Body))
 	}
 	gp, wp := got.Policy, want.Policy
-	if !bytes.Equal(gp.Secret, wp.Secret) {
-		diffs = append(diffs, "Policy.Secret differs")
+	if !bytes.Equal(gp.SealedSecret, wp.SealedSecret) {
+		diffs = append(diffs, "Policy.SealedSecret differs")
 	}
-	gp.Secret, wp.Secret = nil, nil
+	gp.SealedSecret, wp.SealedSecret = nil, nil
 	if !reflectEqualPolicy(gp, wp) {
 		diffs = append(diffs, fmt.Sprintf("Policy = %+v, want %+v", gp, wp))
 	}

@@ -229,7 +229,11 @@ func testStore(t *testing.T, open Opener) {
 		nd := h.get(d.ID)
 		nd.Request = queue.Request{Method: "PUT", URL: "https://new.example/hook", Header: [][2]string{{"X-New", "1"}}, Body: []byte("new body")}
 		nd.Policy.MaxAttempts = 2
-		nd.Policy.Secret = []byte("new secret")
+		nd.Policy.SealedSecret = []byte("new secret")
+		// A delivery dead on arrival had no URL, so no destination; the
+		// new rendering has one, and may be ordered now.
+		nd.Destination, nd.OrderKey = destB, "k-redeliver"
+		o := h.put1(dl{OrderKey: "k-redeliver"})
 		start := time.Now()
 		if err := h.q.Redeliver(h.ctx, nd); err != nil {
 			t.Fatalf("Redeliver: %v", err)
@@ -240,7 +244,14 @@ func testStore(t *testing.T, open Opener) {
 			t.Errorf("after Redeliver: AttemptCount %d RetriedAt %v", got.AttemptCount, got.RetriedAt)
 		}
 		ls := h.drain(queue.LeaseRequest{})
-		h.wantLeased(ls, d, p)
+		h.wantLeased(ls, p, o) // d waits behind o, the head of its new order key
+		for _, l := range ls {
+			if l.Delivery.ID == o.ID {
+				h.ack(l)
+			}
+		}
+		ls = h.drain(queue.LeaseRequest{DestinationBudget: map[string]int{destB: 1}})
+		h.wantLeased(ls, d)
 		for _, l := range ls {
 			if l.Delivery.ID == d.ID {
 				sameDelivery(t, l.Delivery, nd)
@@ -252,7 +263,7 @@ func testStore(t *testing.T, open Opener) {
 		if err := h.q.Redeliver(h.ctx, &queue.Delivery{ID: "no-such-delivery", Request: nd.Request}); !errors.Is(err, queue.ErrNotFound) {
 			t.Errorf("Redeliver of an unknown delivery: %v, want ErrNotFound", err)
 		}
-		h.wantStats(0, 2, 0, 0)
+		h.wantStats(0, 2, 1, 0)
 	})
 
 	t.Run("DeleteDead", func(t *testing.T) {
