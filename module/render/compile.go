@@ -68,6 +68,7 @@ func (w *Webhook) On() []string { return w.on }
 
 // Sync reports whether this is a sync webhook (SPEC §9).
 func (w *Webhook) Sync() bool { return w.sync }
+
 // Secrets are the webhook's signing secrets, newest first; nil when it is
 // unsigned. Callers must not modify them.
 func (w *Webhook) Secrets() [][]byte { return w.secrets }
