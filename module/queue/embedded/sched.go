@@ -55,6 +55,7 @@ type winEntry struct {
 type cachedRec struct {
 	static []byte
 	m      mutable
+	ok     bool // m was read (prefetch)
 }
 
 const (

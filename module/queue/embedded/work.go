@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -452,6 +453,7 @@ func (q *Queue) refill(l *lane) error {
 	defer it.Close()
 	l.loaded = true
 	n := 0
+	var ids []string // the entries added, for prefetch
 	ok := it.First()
 	for ; ok && n < windowSize; ok = it.Next() {
 		k := it.Key()
@@ -461,7 +463,9 @@ func (q *Queue) refill(l *lane) error {
 		}
 		key := append([]byte(nil), k...)
 		if i, found := l.find(key); !found {
-			l.win = slices.Insert(l.win, i, winEntry{key: key, id: string(it.Value()), due: due})
+			id := string(it.Value())
+			l.win = slices.Insert(l.win, i, winEntry{key: key, id: id, due: due})
+			ids = append(ids, id)
 		}
 		l.hi = key
 		n++
@@ -469,7 +473,62 @@ func (q *Queue) refill(l *lane) error {
 	if !ok {
 		l.hi = nil // the window now holds the whole lane
 	}
-	return it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return q.prefetch(l, ids)
+}
+
+// prefetch reads the records of deliveries just put in a lane's window, as
+// far as the record cache has room. IDs are time-ordered (UUIDv7) and a
+// lane's due order is close to its enqueue order, so reading them in ID
+// order walks the static and mutable ranges forward, block after block,
+// instead of a random read per lease: that is what makes a large backlog
+// drain near the speed of a queue that keeps pace.
+func (q *Queue) prefetch(l *lane, ids []string) error {
+	if len(ids) == 0 || q.sched.cached >= recordCacheBytes {
+		return nil
+	}
+	slices.Sort(ids)
+	recs := make(map[string]*cachedRec, len(ids))
+	for _, r := range []struct {
+		pfx  byte
+		save func(id string, v []byte)
+	}{
+		{pStatic, func(id string, v []byte) { recs[id] = &cachedRec{static: append([]byte(nil), v...)} }},
+		{pMutable, func(id string, v []byte) {
+			if rec := recs[id]; rec != nil {
+				if m, err := decodeMutable(v); err == nil {
+					rec.m = m
+					rec.ok = true
+				}
+			}
+		}},
+	} {
+		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: strKey(r.pfx, ids[0]), UpperBound: prefixEnd(strKey(r.pfx, ids[len(ids)-1]))})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			k := strKey(r.pfx, id)
+			if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
+				r.save(id, it.Value())
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	for i := range l.win {
+		e := &l.win[i]
+		if rec := recs[e.id]; rec != nil && rec.ok && e.rec == nil {
+			if !q.sched.cacheRec(rec) {
+				break
+			}
+			e.rec = rec
+		}
+	}
+	return nil
 }
 
 // leaseEntry builds the lease of a window entry, from its cached records
