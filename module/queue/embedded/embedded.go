@@ -220,7 +220,7 @@ func Open(opts Options) (*Queue, error) {
 		// pace (due keys, leases' outcomes) out of sstables, and the
 		// number of tables every lookup checks low. It is allocated
 		// outside the Go heap.
-		MemTableSize: 64 << 20,
+		MemTableSize: 32 << 20,
 		Logger:       pebbleLogger{opts.Logger},
 		// The plain file system: pebble's default wraps it in a disk-health
 		// checker whose goroutine outlives a failed Open (a locked

@@ -443,8 +443,12 @@ func removeDelivery(w *wtx, id string, st static, m mutable) {
 	deleteIndexes(w, st, m.seq, m.state)
 	w.del(staticKey(id))
 	w.del(mutableKey(id))
-	pfx := attemptPrefix(id)
-	_ = w.b.DeleteRange(pfx, prefixEnd(pfx), nil)
+	// Point deletes of the attempts kept, not a range deletion: every
+	// iterator on the batch would fragment all of a chunk's range
+	// deletions again (quadratic in the chunk).
+	for n := uint32(max(int(m.hist)-keepAttempts, 0)); n < m.hist; n++ {
+		w.del(attemptKey(id, n))
+	}
 }
 
 // eachDead runs f for the dead deliveries named (or all dead ones when none
@@ -573,6 +577,7 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 	}
 	removed := 0
 	// Delivered deliveries, and their events once nothing of them is left.
+	events := map[string]bool{}
 	if !r.DeliveredBefore.IsZero() {
 		upper := finishedKey(r.DeliveredBefore, 0)
 		for {
@@ -591,9 +596,15 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 				}
 				removeDelivery(w, id, st, m)
 				w.c.delivered--
-				if !r.EventsBefore.IsZero() {
-					pruneEventIfDone(w, st.eventID, r.EventsBefore)
+				if !r.EventsBefore.IsZero() && st.eventID != "" {
+					events[st.eventID] = true
 				}
+			}, func(w *wtx) {
+				// Each event once per chunk, after its deliveries went.
+				for ev := range events {
+					pruneEventIfDone(w, ev, r.EventsBefore)
+				}
+				clear(events)
 			})
 			removed += n
 			if err != nil {
@@ -631,7 +642,7 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 						w.del(dedupKey(dk))
 					}
 				}
-			})
+			}, nil)
 			removed += n
 			if err != nil {
 				return err
@@ -717,8 +728,8 @@ func pruneEventIfDone(w *wtx, eventID string, cutoff time.Time) {
 }
 
 // pruneChunk deletes up to chunk keys of [*from or lower, upper) with del,
-// and moves *from past them.
-func (q *Queue) pruneChunk(ctx context.Context, from *[]byte, lower, upper []byte, del func(w *wtx, k, v []byte)) (int, error) {
+// runs after (may be nil) in the same write, and moves *from past them.
+func (q *Queue) pruneChunk(ctx context.Context, from *[]byte, lower, upper []byte, del func(w *wtx, k, v []byte), after func(w *wtx)) (int, error) {
 	n := 0
 	err := q.write(ctx, true, func(w *wtx) error {
 		n = 0
@@ -743,6 +754,9 @@ func (q *Queue) pruneChunk(ctx context.Context, from *[]byte, lower, upper []byt
 		}
 		for _, e := range kvs {
 			del(w, e.k, e.v)
+		}
+		if after != nil {
+			after(w)
 		}
 		n = len(kvs)
 		q.pruneExamined.Add(int64(n))
