@@ -168,17 +168,18 @@ func (a *adminAPI) handleGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeAdminJSON(w, viewFull(d))
+	return writeAdminJSON(w, viewFull(d, a.svc.secretsOf(d)))
 }
 
 func (a *adminAPI) handleRetry(w http.ResponseWriter, r *http.Request) error {
-	n, err := a.svc.retry(r.Context(), r.PathValue("id"))
+	d, err := a.svc.retry(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	return writeAdminJSON(w, struct {
-		Retried int `json:"retried"`
-	}{n})
+		Retried  int          `json:"retried"`
+		Delivery deliveryView `json:"delivery"`
+	}{1, viewDelivery(d, listResponseBytes, a.svc.secretsOf(d)...)})
 }
 
 func (a *adminAPI) handleDelete(w http.ResponseWriter, r *http.Request) error {
@@ -237,11 +238,12 @@ func (a *adminAPI) handleEvent(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *adminAPI) handleReplay(w http.ResponseWriter, r *http.Request) error {
-	res, err := a.svc.replay(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	res, err := a.svc.replay(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	return writeAdminJSON(w, viewReplay(res))
+	return writeAdminJSONStatus(w, http.StatusAccepted, viewReplay(id, res))
 }
 
 func (a *adminAPI) handleWebhooks(w http.ResponseWriter, r *http.Request) error {
@@ -250,8 +252,8 @@ func (a *adminAPI) handleWebhooks(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	out := struct {
-		Webhooks []webhookView `json:"webhooks"`
-	}{make([]webhookView, 0, len(ws))}
+		Webhooks []WebhookState `json:"webhooks"`
+	}{make([]WebhookState, 0, len(ws))}
 	for _, wh := range ws {
 		out.Webhooks = append(out.Webhooks, viewWebhook(wh))
 	}
@@ -263,11 +265,16 @@ func (a *adminAPI) handleResume(w http.ResponseWriter, r *http.Request) error {
 	if err := a.svc.resume(r.Context(), target, webhook); err != nil {
 		return err
 	}
-	return writeAdminJSON(w, struct {
-		Target  string `json:"target"`
-		Webhook string `json:"webhook"`
-		State   string `json:"state"`
-	}{target, webhook, "active"})
+	ws, err := a.svc.webhooks(r.Context())
+	if err != nil {
+		return err
+	}
+	for _, st := range ws {
+		if st.Target == target && st.Webhook == webhook {
+			return writeAdminJSON(w, viewWebhook(st))
+		}
+	}
+	return writeAdminJSON(w, WebhookState{Target: target, Webhook: webhook, State: "active"})
 }
 
 func (a *adminAPI) handleStats(w http.ResponseWriter, r *http.Request) error {
@@ -336,6 +343,10 @@ func parseFilter(q url.Values, paging bool) (queue.Filter, error) {
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) error {
+	return writeAdminJSONStatus(w, http.StatusOK, v)
+}
+
+func writeAdminJSONStatus(w http.ResponseWriter, status int, v any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // bodies are often XML: keep them readable
@@ -344,6 +355,7 @@ func writeAdminJSON(w http.ResponseWriter, v any) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
 	return err
 }

@@ -137,6 +137,16 @@ func (s *adminService) getFrom(ctx context.Context, e *engine, id string) (*queu
 	return d, nil
 }
 
+// secretsOf are the secrets that sign d, for the views to scrub.
+func (s *adminService) secretsOf(d *queue.Delivery) [][]byte {
+	e, _, err := s.engine()
+	if err != nil {
+		return [][]byte{d.Policy.Secret}
+	}
+	secrets, _ := e.signingSecrets(d)
+	return secrets
+}
+
 // stats are the queue's counts and the settings in force.
 func (s *adminService) stats(ctx context.Context) (statsView, error) {
 	e, key, err := s.engine()
@@ -162,22 +172,22 @@ func (s *adminService) stats(ctx context.Context) (statsView, error) {
 	}, nil
 }
 
-// retry puts one dead delivery back in the queue. It answers 409 for a
-// delivery in another state and 404 for an unknown one.
-func (s *adminService) retry(ctx context.Context, id string) (int, error) {
+// retry puts one dead delivery back in the queue and returns it. It
+// answers 409 for a delivery in another state and 404 for an unknown one.
+func (s *adminService) retry(ctx context.Context, id string) (*queue.Delivery, error) {
 	e, _, err := s.engine()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	d, err := e.retryDelivery(ctx, id)
 	if err != nil {
-		return 0, s.stateError(ctx, e, id, err, "retried")
+		return nil, s.stateError(ctx, e, id, err, "retried")
 	}
 	e.pool.Notify()
 	s.logger.Info("dead delivery put back in the queue by hand", operatorFields(d)...)
-	return 1, nil
+	return d, nil
 }
 
 // stateError explains why an action on one dead delivery failed: 404 for

@@ -36,7 +36,7 @@ func TestViewRequestScrubsSecret(t *testing.T) {
 		Policy: queue.Policy{Secret: []byte("topsecret")},
 	}
 	for _, show := range []bool{false, true} {
-		v := viewRequest(d, show)
+		v := viewRequest(d, nil, show)
 		b, _ := json.Marshal(v)
 		if strings.Contains(string(b), "topsecret") {
 			t.Errorf("showSecrets=%v: the signing secret is shown: %s", show, b)
@@ -45,7 +45,7 @@ func TestViewRequestScrubsSecret(t *testing.T) {
 			t.Errorf("showSecrets=%v: Authorization = %q", show, got)
 		}
 	}
-	if viewRequest(&queue.Delivery{Request: queue.Request{Method: "POST"}}, false) != nil {
+	if viewRequest(&queue.Delivery{Request: queue.Request{Method: "POST"}}, nil, false) != nil {
 		t.Error("a delivery that was never rendered has no request to show")
 	}
 }

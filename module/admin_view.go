@@ -100,8 +100,8 @@ type (
 // response (all of it when maxResponse < 0). Reasons, errors and
 // responses are redacted: they quote URLs (a receiver's Location), and a
 // receiver may echo what it was sent.
-func viewDelivery(d *queue.Delivery, maxResponse int) deliveryView {
-	r := redact.For(d)
+func viewDelivery(d *queue.Delivery, maxResponse int, secrets ...[]byte) deliveryView {
+	r := redact.For(d, secrets...)
 	v := deliveryView{
 		ID:          d.ID,
 		EventID:     d.EventID,
@@ -141,10 +141,10 @@ func viewDelivery(d *queue.Delivery, maxResponse int) deliveryView {
 }
 
 // viewFull is viewDelivery with all of each response, the request and the
-// policy: GET of one delivery.
-func viewFull(d *queue.Delivery) deliveryView {
-	v := viewDelivery(d, -1)
-	v.Request = viewRequest(d, false)
+// policy: GET of one delivery. secrets are the ones that sign it.
+func viewFull(d *queue.Delivery, secrets [][]byte) deliveryView {
+	v := viewDelivery(d, -1, secrets...)
+	v.Request = viewRequest(d, secrets, false)
 	v.Policy = &policyView{
 		Timeout:     d.Policy.Timeout.String(),
 		MaxAttempts: d.Policy.MaxAttempts,
@@ -152,7 +152,7 @@ func viewFull(d *queue.Delivery) deliveryView {
 		BackoffMax:  d.Policy.BackoffMax.String(),
 		MaxAge:      d.Policy.MaxAge.String(),
 		JSONRPC:     d.Policy.JSONRPC,
-		Signed:      len(d.Policy.Secret) > 0,
+		Signed:      len(secrets) > 0 || len(d.Policy.Secret) > 0,
 	}
 	return v
 }
@@ -162,12 +162,12 @@ func viewFull(d *queue.Delivery) deliveryView {
 // showSecrets (caddy callhook render --show-secrets); the signing secret
 // is scrubbed from every value regardless, since only the signature may
 // ever carry it.
-func viewRequest(d *queue.Delivery, showSecrets bool) *requestView {
+func viewRequest(d *queue.Delivery, secrets [][]byte, showSecrets bool) *requestView {
 	if !rendered(d) {
 		return nil
 	}
-	signing := redact.New(string(d.Policy.Secret))
-	full := redact.For(d)
+	signing := redact.For(&queue.Delivery{Policy: d.Policy}, secrets...)
+	full := redact.For(d, secrets...)
 	body := string(bytes.ToValidUTF8(d.Request.Body, []byte("\uFFFD")))
 	v := &requestView{
 		Method:  d.Request.Method,
@@ -189,44 +189,24 @@ func viewRequest(d *queue.Delivery, showSecrets bool) *requestView {
 	return v
 }
 
-// webhookView is one webhook on GET /callhook/webhooks and the overview.
-type webhookView struct {
-	Target      string `json:"target"`
-	Webhook     string `json:"webhook"`
-	State       string `json:"state"`
-	PausedSince string `json:"paused_since,omitempty"`
-	PauseReason string `json:"pause_reason,omitempty"`
-	Attempts    int64  `json:"attempts"`
-	Delivered   int64  `json:"delivered"`
-	Failed      int64  `json:"failed"`
-	LastSuccess string `json:"last_success,omitempty"`
-	LastFailure string `json:"last_failure,omitempty"`
-}
-
-func viewWebhook(w WebhookState) webhookView {
-	return webhookView{
-		Target:      w.Target,
-		Webhook:     w.Webhook,
-		State:       w.State,
-		PausedSince: formatTime(w.PausedSince),
-		PauseReason: redact.Text(w.PauseReason),
-		Attempts:    w.Attempts,
-		Delivered:   w.Delivered,
-		Failed:      w.Failed,
-		LastSuccess: formatTime(w.LastSuccess),
-		LastFailure: formatTime(w.LastFailure),
-	}
+// viewWebhook is a webhook state as shown: its pause reason may quote a
+// receiver's error.
+func viewWebhook(w WebhookState) WebhookState {
+	w.PauseReason = redact.Text(w.PauseReason)
+	return w
 }
 
 // replayAnswer answers POST /callhook/events/<id>/replay.
 type replayAnswer struct {
 	// EventID is the new event the replay stored.
-	EventID    string      `json:"event_id"`
+	EventID string `json:"event_id"`
+	// ReplayOf is the event replayed.
+	ReplayOf   string      `json:"replay_of"`
 	Deliveries []queue.Ref `json:"deliveries"`
 }
 
-func viewReplay(res queue.EnqueueResult) replayAnswer {
-	out := replayAnswer{EventID: res.EventID, Deliveries: make([]queue.Ref, 0, len(res.Refs))}
+func viewReplay(of string, res queue.EnqueueResult) replayAnswer {
+	out := replayAnswer{EventID: res.EventID, ReplayOf: of, Deliveries: make([]queue.Ref, 0, len(res.Refs))}
 	for _, ref := range res.Refs {
 		ref.Error = redact.Text(ref.Error)
 		out.Deliveries = append(out.Deliveries, ref)

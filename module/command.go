@@ -440,7 +440,7 @@ func decodeRenderData(h *Handler, event string, data []byte) (*intake.Event, err
 // fillRequest puts the rendered request in res, with the headers the sender
 // adds (User-Agent, webhook-id) so the preview is what goes on the wire.
 func fillRequest(res *renderResult, d *queue.Delivery, showSecrets bool) {
-	rv := viewRequest(d, showSecrets)
+	rv := viewRequest(d, nil, showSecrets)
 	res.Method, res.URL, res.Body = rv.Method, rv.URL, rv.Body
 	res.Headers = rv.Headers
 	hasUA := slices.ContainsFunc(rv.Headers, func(h headerView) bool { return strings.EqualFold(h.Name, "User-Agent") })

@@ -328,7 +328,7 @@ func (h *Dashboard) page(v *view) error {
 			data.WebhooksError = errorMessage(err)
 		}
 		for _, wh := range ws {
-			row := webhookRow{webhookView: viewWebhook(wh), figures: webhookFigures(wh)}
+			row := webhookRow{WebhookState: viewWebhook(wh), figures: webhookFigures(wh)}
 			data.Webhooks = append(data.Webhooks, row)
 			if wh.State == "paused" {
 				data.Paused = append(data.Paused, row)
@@ -352,7 +352,7 @@ func (h *Dashboard) page(v *view) error {
 		}
 		data := deliveriesData{Filter: f, Query: filterQuery(f), Events: eventNames(), Next: next, First: f.Cursor != ""}
 		for _, d := range ds {
-			data.Deliveries = append(data.Deliveries, viewDelivery(d, 0))
+			data.Deliveries = append(data.Deliveries, viewDelivery(d, 0, h.svc.secretsOf(d)...))
 		}
 		if f.State == queue.Dead {
 			data.DeadFilter = true
@@ -363,7 +363,7 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
-		return v.render("delivery", "Delivery "+d.ID, deliveryData{D: viewFull(d), Dead: d.State == queue.Dead})
+		return v.render("delivery", "Delivery "+d.ID, deliveryData{D: viewFull(d, h.svc.secretsOf(d)), Dead: d.State == queue.Dead})
 	case "events":
 		f, err := queryFilter(q)
 		if err != nil {

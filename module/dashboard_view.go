@@ -180,7 +180,7 @@ type (
 	}
 
 	webhookRow struct {
-		webhookView
+		WebhookState
 		figures
 	}
 
@@ -311,11 +311,21 @@ func seconds(s float64) string {
 	return fmt.Sprintf("%.2f s", s)
 }
 
-// shortTime shows an RFC 3339 time of the views as "2006-01-02 15:04:05".
-func shortTime(s string) string {
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return s
+// shortTime shows a time (or an RFC 3339 time of the views) as
+// "2006-01-02 15:04:05" in UTC.
+func shortTime(v any) string {
+	var t time.Time
+	switch x := v.(type) {
+	case time.Time:
+		t = x
+	case string:
+		var err error
+		if t, err = time.Parse(time.RFC3339, x); err != nil {
+			return x
+		}
+	}
+	if t.IsZero() {
+		return ""
 	}
 	return t.UTC().Format("2006-01-02 15:04:05")
 }

@@ -18,15 +18,30 @@ import (
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
-// WebhookState is one webhook with its state and success figures.
+// WebhookState is one webhook as GET /callhook/webhooks shows it (issue
+// 9's shape, fewer fields).
 type WebhookState struct {
-	Target, Webhook, State string // "active"|"paused"
-	PausedSince            time.Time
-	PauseReason            string
-	Attempts               int64
-	Delivered, Failed      int64
-	LastSuccess            time.Time
-	LastFailure            time.Time
+	Target  string `json:"target"`
+	Webhook string `json:"webhook"`
+	// State is "active" or "paused".
+	State       string    `json:"state"`
+	PausedSince time.Time `json:"paused_since,omitzero"`
+	PauseReason string    `json:"pause_reason,omitempty"`
+	Configured  bool      `json:"configured"`
+	Attempts    int64     `json:"attempts"`
+	Delivered   int64     `json:"delivered"`
+	Failed      int64     `json:"failed"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastFailure time.Time `json:"last_failure,omitzero"`
+}
+
+// signingSecrets are the secrets that sign d (issue 9 resolves them from
+// the running config; here they travel in the policy).
+func (e *engine) signingSecrets(d *queue.Delivery) ([][]byte, error) {
+	if len(d.Policy.Secret) == 0 {
+		return nil, nil
+	}
+	return [][]byte{d.Policy.Secret}, nil
 }
 
 // webhookStates lists every configured webhook of the config in force,
@@ -42,13 +57,13 @@ func (e *engine) webhookStates(ctx context.Context) ([]WebhookState, error) {
 	}
 	var out []WebhookState
 	seen := map[string]bool{}
-	add := func(target, webhook string) {
+	add := func(target, webhook string, configured bool) {
 		k := queue.WebhookKey(target, webhook)
 		if seen[k] {
 			return
 		}
 		seen[k] = true
-		ws := WebhookState{Target: target, Webhook: webhook, State: "active"}
+		ws := WebhookState{Target: target, Webhook: webhook, State: "active", Configured: configured}
 		if p, ok := paused[k]; ok {
 			ws.State, ws.PausedSince, ws.PauseReason = "paused", p.Since, p.Reason
 		}
@@ -64,13 +79,13 @@ func (e *engine) webhookStates(ctx context.Context) ([]WebhookState, error) {
 		reg.mu.RLock()
 		for target, tb := range reg.targets {
 			for _, h := range tb.hooks {
-				add(target, h.Name())
+				add(target, h.Name(), true)
 			}
 		}
 		reg.mu.RUnlock()
 	}
 	for _, p := range pauses {
-		add(p.Target, p.Webhook)
+		add(p.Target, p.Webhook, false)
 	}
 	slices.SortFunc(out, func(a, b WebhookState) int {
 		if a.Target != b.Target {

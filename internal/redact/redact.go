@@ -246,11 +246,15 @@ func (r *Redactor) add(s string) {
 	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
 }
 
-// For returns the Redactor of a delivery: it knows the signing secret and
+// For returns the Redactor of a delivery: it knows the signing secrets
+// (d's policy's and those given) and
 // the values of the delivery's credential headers (and the token after an
 // Authorization scheme), credential query parameters and user info.
-func For(d *queue.Delivery) *Redactor {
+func For(d *queue.Delivery, secrets ...[]byte) *Redactor {
 	r := new(Redactor)
+	for _, s := range secrets {
+		r.add(string(s))
+	}
 	if d == nil {
 		return r
 	}
