@@ -205,7 +205,7 @@ func (cl adminClient) deliveries(q url.Values) error {
 	tw := tabwriter.NewWriter(cl.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTARGET/WEBHOOK\tEVENT\tCALL_ID\tCREATED\tATTEMPTS\tLAST_ERROR")
 	for _, d := range page.Deliveries {
-		lastErr, _ := cutText(redact.Text(d.LastError), 80)
+		lastErr, _ := cutText(redact.Text(d.LastError), 160)
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.State, d.Target, d.Webhook, d.Event, d.CallID, d.CreatedAt, len(d.Attempts), lastErr)
 	}
 	if err := tw.Flush(); err != nil {

@@ -230,7 +230,7 @@ type (
 // started, from its Prometheus series (the webhook state's own counts when
 // it has them).
 type figures struct {
-	Delivered, Failed int64
+	OK, NotOK int64
 	// Rate is the share of outcomes that were deliveries, "" with none.
 	Rate string
 	// Mean and P95 are attempt latencies, "" without attempts.
@@ -239,14 +239,14 @@ type figures struct {
 
 func webhookFigures(w WebhookState) figures {
 	var f figures
-	f.Delivered, f.Failed = w.Delivered, w.Failed
-	if f.Delivered+f.Failed == 0 {
-		f.Delivered = int64(counterValue(metrics.deliveries, w.Target, w.Webhook, delivery.OutcomeDelivered))
-		f.Failed = int64(counterValue(metrics.deliveries, w.Target, w.Webhook, delivery.OutcomeRetry) +
+	f.OK, f.NotOK = w.Delivered, w.Failed
+	if f.OK+f.NotOK == 0 {
+		f.OK = int64(counterValue(metrics.deliveries, w.Target, w.Webhook, delivery.OutcomeDelivered))
+		f.NotOK = int64(counterValue(metrics.deliveries, w.Target, w.Webhook, delivery.OutcomeRetry) +
 			counterValue(metrics.deliveries, w.Target, w.Webhook, delivery.OutcomeDead))
 	}
-	if total := f.Delivered + f.Failed; total > 0 {
-		f.Rate = fmt.Sprintf("%.1f%%", 100*float64(f.Delivered)/float64(total))
+	if total := f.OK + f.NotOK; total > 0 {
+		f.Rate = fmt.Sprintf("%.1f%%", 100*float64(f.OK)/float64(total))
 	}
 	if h := histogramValue(metrics.attempts, w.Target, w.Webhook); h != nil && h.GetSampleCount() > 0 {
 		f.Mean = seconds(h.GetSampleSum() / float64(h.GetSampleCount()))
