@@ -474,7 +474,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// A cross-origin form, even one carrying a valid token, is refused.
-	victim := fx.ids["c-2"]["broken"]
+	victim := fx.ids["c-1"]["broken"] // dead: never rendered
 	must("opening the victim", chromedp.Do(ctx, chromedp.Navigate(base+"deliveries/"+victim), chromedp.WaitVisible(chromedp.ID("delete"))))
 	attrs, err := chromedp.Run(ctx, chromedp.Attributes(chromedp.CSS(`form[action$="/delete"] input[name=csrf]`)))
 	must("reading the form token", err)
