@@ -185,6 +185,12 @@ func run(o options) error {
 	defer sk.close()
 
 	b := &bench{o: o, bin: bin, tmp: tmp, sink: sk, stamp: started.Format("20060102-150405"), rows: map[string]*result{}}
+	// The cost of durability on this disk, for the latency targets.
+	fsync, err := fsyncLatency(tmp, 500)
+	if err != nil {
+		return err
+	}
+	progress("fsync on the queue's disk (%s): p50 %s, p99 %s", tmp, ms(fsync.P50), ms(fsync.P99))
 	for _, name := range o.only {
 		progress("== %s", name)
 		r := b.runRow(name)
@@ -195,8 +201,8 @@ func run(o options) error {
 	}
 
 	table := b.table()
-	footer := fmt.Sprintf("\nLoad average before: %s; after: %s. %d CPUs, %s. Total run time %s. Flags: %s\n",
-		load0, loadAvg(), runtime.NumCPU(), runtime.Version(), time.Since(started).Round(time.Second), flagsUsed())
+	footer := fmt.Sprintf("\nfsync (4 KiB write + fdatasync) on the queue's disk: p50 %s, p99 %s over %d. Load average before: %s; after: %s. %d CPUs, %s. Total run time %s. Flags: %s\n",
+		ms(fsync.P50), ms(fsync.P99), fsync.N, load0, loadAvg(), runtime.NumCPU(), runtime.Version(), time.Since(started).Round(time.Second), flagsUsed())
 	fmt.Print(table)
 	fmt.Print(footer)
 	out := filepath.Join(o.results, "bench-"+b.stamp+".md")

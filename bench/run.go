@@ -26,8 +26,11 @@ type result struct {
 	eventsIn      float64 // events/s accepted (2xx)
 	deliveriesOut float64 // deliveries/s received by the sink
 	cpuPer1k      float64 // CPU seconds of the process under test per 1000 deliveries (events for respond 202)
-	lat           map[int]latencies
-	notes         []string
+	// duringLoad is deliveries/s received while the closed-loop load ran,
+	// and duringRatio that over the events/s accepted meanwhile.
+	duringLoad, duringRatio float64
+	lat                     map[int]latencies
+	notes                   []string
 
 	slow *slowResult
 	err  error
@@ -47,6 +50,9 @@ type slowResult struct {
 	samples      []memSample
 	afterDrain   *memSample
 	queueFileMiB float64
+	// emptyMiB is the queue directory at start, prunedMiB after the drain
+	// and the retention prune.
+	emptyMiB, prunedMiB float64
 }
 
 // memSample is the Caddy process's memory at one queue depth.
@@ -185,6 +191,7 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 	}
 	startAt := time.Now()
 	res := g.closedLoop(b.o.conns, b.o.duration, nil, nil)
+	during := sk.count()
 	want := res.OK * int64(perEvent)
 	got, last := sk.waitFor(want, b.o.drainTimeout)
 	cpu1, err := procCPU(p.pid())
@@ -193,6 +200,10 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 	}
 	prof.Wait()
 	r.eventsIn = float64(res.OK) / res.Elapsed.Seconds()
+	r.duringLoad = float64(during) / res.Elapsed.Seconds()
+	if res.OK > 0 {
+		r.duringRatio = float64(during) / float64(res.OK*int64(perEvent))
+	}
 	if got > 0 {
 		r.deliveriesOut = float64(got) / last.Sub(startAt).Seconds()
 		r.cpuPer1k = (cpu1 - cpu0).Seconds() / float64(got) * 1000
@@ -204,7 +215,8 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 		r.note("last delivery %.1fs after the load stopped", tail.Seconds())
 	}
 	noteLoad(r, res)
-	progress("%s: %.0f events/s in, %.0f deliveries/s out, %.3f CPU s per 1k deliveries", name, r.eventsIn, r.deliveriesOut, r.cpuPer1k)
+	r.note("%.0f deliveries/s while the load ran (%.2f× the deliveries of the events accepted meanwhile)", r.duringLoad, r.duringRatio)
+	progress("%s: %.0f events/s in, %.0f deliveries/s out (%.0f/s = %.2f× the accepted ones while the load ran), %.3f CPU s per 1k deliveries", name, r.eventsIn, r.deliveriesOut, r.duringLoad, r.duringRatio, r.cpuPer1k)
 
 	if !latency {
 		return nil
@@ -254,15 +266,20 @@ func (b *bench) slow(r *result) error {
 	sk := b.sink
 	dir := filepath.Join(b.tmp, "SLOW")
 	queueDir := filepath.Join(dir, "queue")
+	// A short retention, so the prune after the drain can be measured.
 	p, err := startCaddy(b.bin, dir, "SLOW", caddyfile(caddyfileConfig{
-		queueDir: queueDir,
-		workers:  b.o.workers,
-		site:     callhookSite(slowWebhook()),
+		queueDir:  queueDir,
+		workers:   b.o.workers,
+		retention: slowRetention.String(),
+		site:      callhookSite(slowWebhook()),
 	}))
 	if err != nil {
 		return err
 	}
 	defer p.stop(30 * time.Second)
+	store := filepath.Join(queueDir, "queue")
+	s := &slowResult{}
+	r.slow = s
 	g := newGenerator(b.url(portCaddy), b.stamp+"-slow-", max(b.o.slowConns, 64))
 	defer g.close()
 
@@ -271,12 +288,12 @@ func (b *bench) slow(r *result) error {
 	if got, _ := sk.waitFor(warm.OK, time.Minute); warm.OK == 0 || got < warm.OK {
 		return fmt.Errorf("warm-up: %d of %d deliveries arrived\n%s", got, warm.OK, p.logTail())
 	}
+	// "Empty": open, with the warm-up's few deliveries delivered.
+	s.emptyMiB = float64(dirSize(store)) / (1 << 20)
 	sk.reset()
 	sk.pause()
 	defer sk.resume()
 
-	s := &slowResult{}
-	r.slow = s
 	target := int64(b.o.slowDepth)
 	var points []int64
 	for _, d := range slowDepths {
@@ -346,7 +363,7 @@ func (b *bench) slow(r *result) error {
 		s.samples = append(s.samples, m)
 		progress("SLOW: depth %d: heap %s, RssAnon %s, RssFile %s", m.depth, mib(m.heap.HeapAlloc), mib(uint64(m.mem.RSSAnon)), mib(uint64(m.mem.RSSFile)))
 	}
-	s.queueFileMiB = float64(dirSize(filepath.Join(queueDir, "queue"))) / (1 << 20)
+	s.queueFileMiB = float64(dirSize(store)) / (1 << 20)
 	if b.o.profile > 0 {
 		path := filepath.Join(b.o.results, fmt.Sprintf("%s-SLOW-grown.heap.pprof", b.stamp))
 		if err := fetchHeapProfile(path); err == nil {
@@ -389,8 +406,29 @@ func (b *bench) slow(r *result) error {
 	if got == 0 {
 		return errors.New("drain: nothing arrived after the receiver was released")
 	}
+	// The retention prune and the compaction after it give the space
+	// back; wait until the directory stops shrinking.
+	var prev int64 = -1
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); {
+		time.Sleep(pruneSettle)
+		n := dirSize(store)
+		if n == prev {
+			break
+		}
+		prev = n
+	}
+	s.prunedMiB = float64(prev) / (1 << 20)
+	progress("SLOW: queue directory %.1f MiB empty, %.0f MiB full, %.1f MiB after the drain and prune", s.emptyMiB, s.queueFileMiB, s.prunedMiB)
 	return nil
 }
+
+// slowRetention is SLOW's retention: short, so the prune that gives the
+// drained space back runs within the measurement (every second).
+const slowRetention = 2 * time.Second
+
+// pruneSettle is how long SLOW waits between two looks at the queue
+// directory's size after the drain.
+const pruneSettle = 5 * time.Second
 
 func sampleMemory(pid int, depth int64, at time.Duration) (memSample, error) {
 	h, err := fetchHeap()

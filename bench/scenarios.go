@@ -133,9 +133,10 @@ func s5Webhooks() string {
 
 // caddyfileConfig is what differs between the Caddy configs of a run.
 type caddyfileConfig struct {
-	queueDir string // "" for respond 202 (no callhook app)
-	workers  int
-	site     string // the body of the site block
+	queueDir  string // "" for respond 202 (no callhook app)
+	workers   int
+	retention string // callhook's retention, "" for the default
+	site      string // the body of the site block
 }
 
 // caddyfile is a complete Caddyfile: loopback only, no HTTPS, logs at ERROR
@@ -152,8 +153,8 @@ func caddyfile(c caddyfileConfig) string {
 		}
 		workers %d
 		per_destination %d
-		allow_destinations 127.0.0.1/32
-	}`, c.queueDir, c.workers, c.workers)
+		allow_destinations 127.0.0.1/32%s
+	}`, c.queueDir, c.workers, c.workers, retentionLine(c.retention))
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -190,4 +191,11 @@ func callhookSite(webhooks string) string {
 // attempts however long the queue takes to grow.
 func slowWebhook() string {
 	return s1Webhook(portSinkSlow, "timeout 10m\n\t\t\tbackoff 100ms 1s\n\t\t\tmax_attempts 50")
+}
+
+func retentionLine(r string) string {
+	if r == "" {
+		return ""
+	}
+	return "\n\t\tretention " + r
 }

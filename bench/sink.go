@@ -182,3 +182,6 @@ func (s *sink) waitFor(want int64, timeout time.Duration) (int64, time.Time) {
 	}
 	return s.ok.Load(), time.Unix(0, s.lastNS.Load())
 }
+
+// count is how many requests the sink answered 2xx so far.
+func (s *sink) count() int64 { return s.ok.Load() }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -213,4 +214,28 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// fsyncLatency times n writes of 4 KiB, each followed by fdatasync, to a
+// file in dir: what one durable commit costs on that disk at the least.
+func fsyncLatency(dir string, n int) (latencies, error) {
+	f, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return latencies{}, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := bytes.Repeat([]byte{'x'}, 4096)
+	ds := make([]time.Duration, 0, n)
+	for range n {
+		t := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return latencies{}, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return latencies{}, err
+		}
+		ds = append(ds, time.Since(t))
+	}
+	return summarize(ds), nil
 }

@@ -114,7 +114,8 @@ func (b *bench) slowRows(sb *strings.Builder, r, resp, s1 *result) {
 }
 
 // memoryNote compares the first and the last sample: the Go heap should be
-// flat whatever the depth; RssFile is the bbolt file's mmap.
+// flat whatever the depth; RssFile is mostly the store's files in the page
+// cache.
 func memoryNote(s *slowResult) string {
 	if len(s.samples) == 0 {
 		return "no samples"
@@ -128,8 +129,11 @@ func memoryNote(s *slowResult) string {
 	if first.heap.HeapAlloc > 0 && len(s.samples) > 1 {
 		note += fmt.Sprintf(" (%+.0f%% from %s to %s)", (float64(last.heap.HeapAlloc)/float64(first.heap.HeapAlloc)-1)*100, short(first.point), short(last.point))
 	}
-	note += fmt.Sprintf("; RssAnon %s → %s; RssFile (bbolt mmap) %s → %s; queue.db %.0f MiB",
-		mib(uint64(first.mem.RSSAnon)), mib(uint64(last.mem.RSSAnon)), mib(uint64(first.mem.RSSFile)), mib(uint64(last.mem.RSSFile)), s.queueFileMiB)
+	note += fmt.Sprintf("; RssAnon %s → %s; RssFile %s → %s; queue directory %.2f MiB empty, %.0f MiB full, %.2f MiB after the drain and the retention prune",
+		mib(uint64(first.mem.RSSAnon)), mib(uint64(last.mem.RSSAnon)), mib(uint64(first.mem.RSSFile)), mib(uint64(last.mem.RSSFile)), s.emptyMiB, s.queueFileMiB, s.prunedMiB)
+	if s.emptyMiB > 0 && s.prunedMiB > 0 {
+		note += fmt.Sprintf(" (%.1f× empty)", s.prunedMiB/s.emptyMiB)
+	}
 	if a := s.afterDrain; a != nil {
 		note += fmt.Sprintf("; drained: heap %s, RssAnon %s", mib(a.heap.HeapAlloc), mib(uint64(a.mem.RSSAnon)))
 	}

@@ -151,11 +151,16 @@ func (e *engine) enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueu
 	return e.q.Enqueue(ctx, env)
 }
 
+// pruneEvery is how often the prune runs for a retention: every 10 minutes,
+// more often for a short retention (at most twice per retention, at least
+// every second), so a delivered record outlives its retention by little.
+func pruneEvery(retention time.Duration) time.Duration {
+	return min(10*time.Minute, max(retention/2, time.Second))
+}
+
 // pruneLoop drops delivered deliveries past retention and expired dedup keys.
 func (e *engine) pruneLoop() {
 	defer close(e.pruneDone)
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
 	for {
 		e.mu.Lock()
 		retention := e.settings.retention
@@ -163,11 +168,14 @@ func (e *engine) pruneLoop() {
 		now := time.Now()
 		cutoff := now.Add(-retention)
 		err := e.q.Prune(e.pruneCtx, queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-dedupWindow)})
+		every := pruneEvery(retention)
 		if err != nil && !errors.Is(err, queue.ErrClosed) && e.pruneCtx.Err() == nil {
-			e.logger.Error("pruning old deliveries failed; will try again in 10 minutes", zap.Error(err))
+			e.logger.Error("pruning old deliveries failed; will try again", zap.Duration("retry_in", every), zap.Error(err))
 		}
+		t := time.NewTimer(every)
 		select {
 		case <-e.pruneCtx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}

@@ -34,8 +34,9 @@
 //     more); a backend makes it durable shortly after it returns.
 //   - A lease that ended without an outcome is not an attempt: it does not
 //     count against max_attempts.
-//   - IDs of deliveries and events are new: reusing one is a caller's bug
-//     that a backend refuses (nothing of the envelope is stored).
+//   - IDs of deliveries and events are new (callers make random 128-bit
+//     ones): reusing one is a caller's bug that a backend may refuse
+//     (storing nothing of the envelope) or may not detect.
 //   - A backend may cap pending plus leased deliveries (max_pending): over
 //     the cap Enqueue stores nothing and returns ErrFull. Deliveries stored
 //     dead or delivered on arrival do not count.

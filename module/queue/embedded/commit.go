@@ -69,10 +69,12 @@ func (w *wtx) del(k []byte)    { _ = w.b.Delete(k, nil) }
 
 // effect kinds, applied to the scheduler after the commit.
 type effect struct {
-	kind  byte // fxDue, fxUnlease, fxPendingIndex
+	kind  byte // fxDue, fxUnlease, fxPendingIndex, fxWake
 	lane  string
 	key   []byte
+	id    string
 	due   time.Time
+	rec   *cachedRec // fxDue: the delivery's records, when at hand
 	lease *leaseRec
 }
 
@@ -218,7 +220,11 @@ func (q *Queue) run(ops []*op) {
 		live++
 		needSync = needSync || o.sync
 	}
-	if live > 0 {
+	if live > 0 && b.Empty() {
+		// Every op validated and none had anything to write (a prune with
+		// nothing to remove): nothing to commit.
+		q.sched.apply(ops)
+	} else if live > 0 {
 		b.Set(metaCounts, encodeCounts(tent), nil)
 		b.Set(metaSeq, u64(seq), nil)
 		wo := pebble.NoSync

@@ -77,6 +77,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
@@ -165,6 +166,10 @@ type Queue struct {
 
 	// sched is the in-memory half: lanes, leases, pauses seen, wake-ups.
 	sched scheduler
+	// prune is where the retention prune stands; pruneMu makes Prune one
+	// at a time.
+	pruneMu sync.Mutex
+	prune   pruneState
 
 	freeCheck atomic.Int64 // unix nanos of the last statfs
 	lowDisk   atomic.Bool
@@ -173,6 +178,8 @@ type Queue struct {
 	commits     atomic.Int64
 	committedOp atomic.Int64
 	syncs       atomic.Int64
+	// pruneExamined counts the keys prunes looked at.
+	pruneExamined atomic.Int64
 }
 
 var _ queue.Queue = (*Queue)(nil)
@@ -208,8 +215,12 @@ func Open(opts Options) (*Queue, error) {
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	popts := &pebble.Options{
-		Cache:        cache,
-		MemTableSize: 16 << 20,
+		Cache: cache,
+		// A large memtable keeps the short-lived keys of a queue that keeps
+		// pace (due keys, leases' outcomes) out of sstables, and the
+		// number of tables every lookup checks low. It is allocated
+		// outside the Go heap.
+		MemTableSize: 64 << 20,
 		Logger:       pebbleLogger{opts.Logger},
 		// The plain file system: pebble's default wraps it in a disk-health
 		// checker whose goroutine outlives a failed Open (a locked
@@ -217,6 +228,12 @@ func Open(opts Options) (*Queue, error) {
 		FS: vfs.Default,
 		// Defaults otherwise: pebble's own compactions return the space of
 		// deleted ranges.
+	}
+	// Bloom filters on every level: ingest looks up keys that are mostly
+	// absent (dedup keys), and without a filter each such lookup reads
+	// index and data blocks of every level.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(opts.Dir, popts)
 	if err != nil {
@@ -307,9 +324,10 @@ func (q *Queue) loadState() error {
 		}
 		name := string(k[3 : 3+n])
 		l := q.sched.lane(name)
-		l.lwm = append([]byte(nil), k...)
-		ok = it.SeekGE(prefixEnd(l.pfx))
+		l.seed = append([]byte(nil), k...)
+		ok = it.SeekGE(l.end)
 	}
+	q.sched.opened = true
 	return it.Error()
 }
 

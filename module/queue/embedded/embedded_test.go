@@ -231,7 +231,7 @@ func TestDrainedLaneIsNotRescanned(t *testing.T) {
 		t.Fatal(len(ls), err)
 	}
 	q.sched.mu.Lock()
-	lwm := q.sched.lanes[laneName("a", "t/w")].lwm
+	lwm := q.sched.lanes[laneName("a", "t/w")].lwm()
 	q.sched.mu.Unlock()
 	if due, _, ok := parseDue(lwm, len(lanePrefix(laneName("a", "t/w")))); !ok || time.Since(due) > time.Minute {
 		t.Errorf("the lane's low-water mark %x is not at its live key", lwm)
@@ -248,5 +248,115 @@ func TestCorruptRecordsAreErrors(t *testing.T) {
 	d := &queue.Delivery{}
 	if err := decodeStatic([]byte{codecVersion, 200}, d); err == nil {
 		t.Error("truncated static record accepted")
+	}
+}
+
+// TestLaneWindow drives one lane well past its in-memory window: enqueues
+// while it drains, retries that land inside and past the window, a restart
+// in the middle. Every delivery must be leased, and none twice at once.
+func TestLaneWindow(t *testing.T) {
+	dir := t.TempDir()
+	q := openT(t, dir, Options{})
+	const total = 3*windowSize + 500
+	n := 0
+	enqueueSome := func(k int) {
+		e := env(fmt.Sprint("w", n))
+		for range k {
+			e.Deliveries = append(e.Deliveries, dl(fmt.Sprint("d", n), "a"))
+			n++
+		}
+		if _, err := q.Enqueue(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enqueueSome(2 * windowSize)
+	delivered := map[string]int{}
+	retried := map[string]bool{}
+	held := map[string]bool{}
+	for round := 0; len(delivered) < total; round++ {
+		if round > 2000 {
+			t.Fatalf("stuck: %d of %d delivered", len(delivered), total)
+		}
+		if n < total {
+			enqueueSome(min(300, total-n))
+		}
+		if round == 5 {
+			q.Close()
+			q = openT(t, dir, Options{})
+			held = map[string]bool{}
+		}
+		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 250, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range ls {
+			id := l.Delivery.ID
+			if held[id] {
+				t.Fatalf("%s leased twice at once", id)
+			}
+			switch {
+			case !retried[id] && i%7 == 0:
+				retried[id] = true
+				if err := q.Retry(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 500}, time.Now().Add(-time.Millisecond), "http 500"); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+					t.Fatal(err)
+				}
+				delivered[id]++
+			}
+		}
+	}
+	for id, c := range delivered {
+		if c != 1 {
+			t.Errorf("%s delivered %d times", id, c)
+		}
+	}
+	if st, _ := q.Stats(ctx); st.Pending != 0 || st.Delivered != total {
+		t.Fatalf("stats %+v, want %d delivered", st, total)
+	}
+	q.sched.mu.Lock()
+	cached := q.sched.cached
+	q.sched.mu.Unlock()
+	if cached != 0 {
+		t.Errorf("%d bytes of records still cached with nothing pending", cached)
+	}
+}
+
+// TestPruneCostsWhatItRemoves: events kept because their deliveries are
+// pending are not looked at again by every prune, and a pruned range's
+// tombstones are not walked again.
+func TestPruneCostsWhatItRemoves(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	old := time.Now().Add(-time.Hour)
+	for i := range 40 {
+		e := env(fmt.Sprint("p", i))
+		e.Event.ReceivedAt = old
+		for j := range 500 {
+			e.Deliveries = append(e.Deliveries, dl(fmt.Sprintf("p%d-%d", i, j), "a"))
+		}
+		if _, err := q.Enqueue(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := queue.PruneRequest{DeliveredBefore: time.Now(), EventsBefore: time.Now(), DedupBefore: time.Now().Add(-time.Hour)}
+	if err := q.Prune(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	before, commits := q.pruneExamined.Load(), q.commits.Load()
+	for range 20 {
+		if err := q.Prune(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := q.pruneExamined.Load() - before; n > 0 {
+		t.Errorf("20 prunes with nothing to remove looked at %d keys: they look at the 40 kept events again", n)
+	}
+	if n := q.commits.Load() - commits; n > 0 {
+		t.Errorf("20 prunes with nothing to remove made %d commits", n)
+	}
+	if _, err := q.GetEvent(ctx, "ev-p3"); err != nil {
+		t.Fatalf("an event with pending deliveries was pruned: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,29 +15,137 @@ import (
 var never = time.Unix(1<<40, 0)
 
 // lane is one (destination, webhook) due range and what is known of it.
+//
+// The lane keeps a window of its first due keys in memory: every live due
+// key in [lwm, hi] is in win, sorted, so leasing reads no store while the
+// window has work. Keys written into that range (enqueues, retries) go
+// into the window as they are committed, with their records while the
+// record cache has room, so a queue that keeps pace leases from memory.
+// Keys past hi are on disk only; the window is refilled from hi when it
+// runs out. hi == nil means the window holds every live key of the lane.
 type lane struct {
 	name string
 	dest string
 	hook string // queue.WebhookKey
 	pfx  []byte
 	end  []byte
-	// lwm is a key no live key of the lane sorts before: scans start here,
-	// not at pfx, so they never walk the tombstones of a drained range.
-	lwm []byte
+	win  []winEntry
+	// hi is the last key the window covers (nil: everything).
+	hi []byte
+	// loaded is false until the window was first filled from disk; seed
+	// is where that first fill starts (the first key Open saw).
+	loaded bool
+	seed   []byte
 	// next is the earliest due time of a key not leased, as far as known:
-	// zero means unknown (scan), never means nothing to lease.
+	// zero means unknown (look), never means nothing to lease.
 	next time.Time
 }
 
+// winEntry is one due key in a lane's window.
+type winEntry struct {
+	key []byte
+	id  string
+	due time.Time
+	// rec is the delivery's records as committed, when cached.
+	rec *cachedRec
+}
+
+// cachedRec is a delivery's records kept with its due key, so leasing it
+// needs no read.
+type cachedRec struct {
+	static []byte
+	m      mutable
+}
+
+const (
+	// windowSize bounds each lane's window.
+	windowSize = 2048
+	// recordCacheBytes bounds the records kept in windows, all lanes
+	// together; it keeps the heap flat whatever the backlog.
+	recordCacheBytes = 4 << 20
+)
+
 func laneName(dest, hook string) string { return dest + "\x00" + hook }
 
-// touch records a key written into the lane with due time due.
-func (l *lane) touch(key []byte, due time.Time) {
-	if l.lwm == nil || bytes.Compare(key, l.lwm) < 0 {
-		l.lwm = append(l.lwm[:0:0], key...)
+// lwm is the key scans of the store start from: no live key of the lane
+// sorts before it.
+func (l *lane) lwm() []byte {
+	if !l.loaded && l.seed != nil {
+		return l.seed
+	}
+	if len(l.win) > 0 {
+		return l.win[0].key
+	}
+	if l.hi != nil {
+		return l.hi
+	}
+	return l.pfx
+}
+
+func (l *lane) find(key []byte) (int, bool) {
+	return slices.BinarySearchFunc(l.win, key, func(e winEntry, k []byte) int { return bytes.Compare(e.key, k) })
+}
+
+// insert records a committed due key. It reports whether the window took
+// the record.
+func (s *scheduler) insert(l *lane, key []byte, id string, due time.Time, rec *cachedRec) {
+	if !l.loaded {
+		// Not read from disk yet: the first lease will, and will find it.
+		l.next = time.Time{}
+		return
+	}
+	if l.hi != nil && bytes.Compare(key, l.hi) > 0 {
+		// Past the window: on disk, found by a refill.
+		if !l.next.IsZero() && due.Before(l.next) {
+			l.next = time.Time{}
+		}
+		return
+	}
+	i, found := l.find(key)
+	if found {
+		if l.win[i].rec == nil && rec != nil && s.cacheRec(rec) {
+			l.win[i].rec = rec
+		}
+	} else {
+		e := winEntry{key: key, id: id, due: due}
+		if rec != nil && s.cacheRec(rec) {
+			e.rec = rec
+		}
+		l.win = slices.Insert(l.win, i, e)
+		if len(l.win) > windowSize {
+			// Give the tail back to the disk.
+			last := l.win[len(l.win)-1]
+			s.dropRec(&l.win[len(l.win)-1])
+			l.win = l.win[:len(l.win)-1]
+			l.hi = l.win[len(l.win)-1].key
+			_ = last
+		}
 	}
 	if !l.next.IsZero() && due.Before(l.next) {
 		l.next = due
+	}
+}
+
+// remove forgets a due key the store no longer has.
+func (s *scheduler) remove(l *lane, key []byte) {
+	if i, ok := l.find(key); ok {
+		s.dropRec(&l.win[i])
+		l.win = slices.Delete(l.win, i, i+1)
+	}
+}
+
+func (s *scheduler) cacheRec(r *cachedRec) bool {
+	if s.cached+len(r.static) > recordCacheBytes {
+		return false
+	}
+	s.cached += len(r.static)
+	return true
+}
+
+func (s *scheduler) dropRec(e *winEntry) {
+	if e.rec != nil {
+		s.cached -= len(e.rec.static)
+		e.rec = nil
 	}
 }
 
@@ -49,6 +158,7 @@ type leaseRec struct {
 	lane      *lane
 	dueKey    []byte
 	st        static
+	raw       []byte // the static record as stored
 	m         mutable
 	finishing bool // an outcome for it is being committed
 }
@@ -79,6 +189,11 @@ type scheduler struct {
 	changed chan struct{}
 	// pendingLWM is the low-water mark of the pending state index.
 	pendingLWM []byte
+	// cached is the bytes of records held in lane windows.
+	cached int
+	// opened is set once Open has found the lanes on disk: a lane made
+	// after that has nothing on disk yet, so its window starts complete.
+	opened bool
 }
 
 func (s *scheduler) init() {
@@ -100,7 +215,7 @@ func (s *scheduler) lane(name string) *lane {
 	}
 	dest, hook, _ := strings.Cut(name, "\x00")
 	pfx := lanePrefix(name)
-	l := &lane{name: name, dest: dest, hook: hook, pfx: pfx, end: prefixEnd(pfx)}
+	l := &lane{name: name, dest: dest, hook: hook, pfx: pfx, end: prefixEnd(pfx), loaded: s.opened}
 	s.lanes[name] = l
 	s.ring = append(s.ring, l)
 	return l
@@ -162,9 +277,10 @@ func (s *scheduler) apply(ops []*op) {
 		for _, e := range o.fx {
 			switch e.kind {
 			case fxDue:
-				s.lane(e.lane).touch(e.key, e.due)
+				s.insert(s.lane(e.lane), e.key, e.id, e.due, e.rec)
 				wake = true
 			case fxUnlease:
+				s.remove(e.lease.lane, e.lease.dueKey)
 				if cur := s.leases[e.lease.id]; cur == e.lease {
 					delete(s.leases, e.lease.id)
 				}
@@ -196,8 +312,7 @@ func (s *scheduler) sweep(now time.Time) {
 		}
 		if !now.Before(lr.until) {
 			delete(s.leases, id)
-			lr.lane.touch(lr.dueKey, time.Time{})
-			lr.lane.next = time.Time{}
+			lr.lane.next = time.Time{} // its key is in the window again
 			continue
 		}
 		if next.IsZero() || lr.until.Before(next) {

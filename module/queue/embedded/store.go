@@ -393,7 +393,7 @@ func revive(w *wtx, id string, st static, m mutable) {
 		}
 	}
 	if !m.gated {
-		putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), id, m.next, m.seq)
+		putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), id, m.next, m.seq, nil)
 	}
 	w.set(mutableKey(id), encodeMutable(&m))
 	w.c.dead--
@@ -558,15 +558,24 @@ func (q *Queue) Pauses(ctx context.Context) ([]queue.Pause, error) {
 }
 
 // Prune removes delivered deliveries, stored events and dedup keys past
-// retention, in chunks, then compacts the ranges it emptied so the disk
-// space comes back.
+// retention, in chunks. Each range is walked from where the previous prune
+// stopped (the front of a pruned range is tombstones until a compaction),
+// so a prune costs what it removes, not what the queue holds. A compaction
+// that gives the space back runs once enough was removed (see compactDue).
 func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
+	q.pruneMu.Lock()
+	defer q.pruneMu.Unlock()
+	if time.Since(q.prune.eventsPass) > eventsRepass {
+		// Once in a while look at every old event again: one kept for a
+		// dead delivery that was deleted since has nothing left.
+		q.prune.events, q.prune.eventsPass = nil, time.Now()
+	}
 	removed := 0
-	// Delivered deliveries.
+	// Delivered deliveries, and their events once nothing of them is left.
 	if !r.DeliveredBefore.IsZero() {
 		upper := finishedKey(r.DeliveredBefore, 0)
 		for {
-			n, err := q.pruneChunk(ctx, []byte{pFinished}, upper, func(w *wtx, k, v []byte) {
+			n, err := q.pruneChunk(ctx, &q.prune.finished, []byte{pFinished}, upper, func(w *wtx, k, v []byte) {
 				id := string(v)
 				w.del(k)
 				sv, err1 := w.get(staticKey(id))
@@ -581,6 +590,9 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 				}
 				removeDelivery(w, id, st, m)
 				w.c.delivered--
+				if !r.EventsBefore.IsZero() {
+					pruneEventIfDone(w, st.eventID, r.EventsBefore)
+				}
 			})
 			removed += n
 			if err != nil {
@@ -591,27 +603,26 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 			}
 		}
 	}
-	// Events whose deliveries are all gone.
+	// Events that had no delivery at all, or whose deliveries went before
+	// their retention ran out: one pass over the events not seen yet.
 	if !r.EventsBefore.IsZero() {
 		upper := appendTime([]byte{pEventAt}, r.EventsBefore)
-		var from []byte
 		for {
-			n, kept, err := q.pruneEvents(ctx, from, upper)
+			n, more, err := q.pruneEvents(ctx, upper)
 			removed += n
 			if err != nil {
 				return err
 			}
-			if kept == nil {
+			if !more {
 				break
 			}
-			from = kept
 		}
 	}
 	// Dedup keys.
 	if !r.DedupBefore.IsZero() {
 		upper := appendTime([]byte{pDedupAt}, r.DedupBefore)
 		for {
-			n, err := q.pruneChunk(ctx, []byte{pDedupAt}, upper, func(w *wtx, k, _ []byte) {
+			n, err := q.pruneChunk(ctx, &q.prune.dedup, []byte{pDedupAt}, upper, func(w *wtx, k, _ []byte) {
 				w.del(k)
 				dk := string(k[9:])
 				if v, err := w.get(dedupKey(dk)); err == nil && v != nil {
@@ -629,22 +640,95 @@ func (q *Queue) Prune(ctx context.Context, r queue.PruneRequest) error {
 			}
 		}
 	}
-	if removed > 0 {
+	q.prune.removed += removed
+	if q.compactDue() {
+		q.prune.removed = 0
+		q.prune.compacted = time.Now()
 		return q.reading(func() error {
-			// Compacting the whole (small) key space is what returns the
-			// space of deleted records and drops the tombstones.
+			// Compacting the whole key space is what returns the space of
+			// deleted records and drops the tombstones.
 			return q.db.Compact(ctx, []byte{0}, []byte{0xff}, false)
 		})
 	}
 	return nil
 }
 
-// pruneChunk deletes up to chunk keys of [lower, upper) with del.
-func (q *Queue) pruneChunk(ctx context.Context, lower, upper []byte, del func(w *wtx, k, v []byte)) (int, error) {
+// pruneState is where the prune's walks stand, and what it removed since
+// the last compaction. Only Prune (one at a time, under pruneMu) touches
+// it; its ops run in the committer while Prune waits for them.
+type pruneState struct {
+	finished, dedup, events []byte // next key to look at in each range
+	eventsPass              time.Time
+	removed                 int
+	compacted               time.Time
+}
+
+const (
+	// eventsRepass is how often the events walk starts over.
+	eventsRepass = time.Hour
+	// compactAfter is how many removed records make a compaction worth it
+	// while the queue is busy, and compactEvery how often at most.
+	compactAfter = 50000
+	compactEvery = 5 * time.Minute
+	// compactIdle is how long after the last compaction an idle queue (none
+	// pending) compacts what was removed since.
+	compactIdle = 30 * time.Second
+)
+
+func (q *Queue) compactDue() bool {
+	p := &q.prune
+	if p.removed == 0 {
+		return false
+	}
+	since := time.Since(p.compacted)
+	if q.pendingN.Load() == 0 {
+		return since >= compactIdle
+	}
+	return p.removed >= compactAfter && since >= compactEvery
+}
+
+// pruneEventIfDone removes an event received before cutoff once no
+// delivery of it is left.
+func pruneEventIfDone(w *wtx, eventID string, cutoff time.Time) {
+	if eventID == "" {
+		return
+	}
+	pfx := indexPrefix(ixEventID, eventID)
+	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return
+	}
+	left := it.First()
+	it.Close()
+	if left {
+		return
+	}
+	v, err := w.get(eventKey(eventID))
+	if err != nil || v == nil {
+		return
+	}
+	ev, err := decodeEvent(v)
+	if err != nil || !ev.ReceivedAt.Before(cutoff) {
+		return
+	}
+	w.del(eventKey(eventID))
+	w.del(eventAtKey(ev.ReceivedAt, eventID))
+}
+
+// pruneChunk deletes up to chunk keys of [*from or lower, upper) with del,
+// and moves *from past them.
+func (q *Queue) pruneChunk(ctx context.Context, from *[]byte, lower, upper []byte, del func(w *wtx, k, v []byte)) (int, error) {
 	n := 0
 	err := q.write(ctx, true, func(w *wtx) error {
 		n = 0
-		it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		lo := lower
+		if *from != nil && bytes.Compare(*from, lower) > 0 {
+			lo = *from
+		}
+		if bytes.Compare(lo, upper) >= 0 {
+			return nil
+		}
+		it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upper})
 		if err != nil {
 			return err
 		}
@@ -660,22 +744,29 @@ func (q *Queue) pruneChunk(ctx context.Context, lower, upper []byte, del func(w 
 			del(w, e.k, e.v)
 		}
 		n = len(kvs)
+		q.pruneExamined.Add(int64(n))
+		if n > 0 {
+			*from = append(append([]byte(nil), kvs[n-1].k...), 0)
+		}
 		return nil
 	})
 	return n, err
 }
 
-// pruneEvents removes up to chunk stored events before upper whose
-// deliveries are gone. It returns how many, and the key to go on from
-// (nil at the end).
-func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byte, error) {
-	n := 0
-	var next []byte
+// pruneEvents removes, of the next chunk of stored events before upper not
+// looked at yet, those whose deliveries are all delivered or gone. An event
+// kept because a delivery of it was pending is removed later, with that
+// delivery (pruneEventIfDone). It reports whether more are left to look at.
+func (q *Queue) pruneEvents(ctx context.Context, upper []byte) (int, bool, error) {
+	n, more := 0, false
 	err := q.write(ctx, true, func(w *wtx) error {
-		n, next = 0, nil
-		lower := from
-		if lower == nil {
-			lower = []byte{pEventAt}
+		n, more = 0, false
+		lower := []byte{pEventAt}
+		if q.prune.events != nil && bytes.Compare(q.prune.events, lower) > 0 {
+			lower = q.prune.events
+		}
+		if bytes.Compare(lower, upper) >= 0 {
+			return nil
 		}
 		it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 		if err != nil {
@@ -684,7 +775,7 @@ func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byt
 		var keys [][]byte
 		for ok := it.First(); ok; ok = it.Next() {
 			if len(keys) == chunk {
-				next = append([]byte(nil), it.Key()...)
+				more = true
 				break
 			}
 			keys = append(keys, append([]byte(nil), it.Key()...))
@@ -692,6 +783,7 @@ func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byt
 		if err := it.Close(); err != nil {
 			return err
 		}
+		q.pruneExamined.Add(int64(len(keys)))
 		for _, k := range keys {
 			id := string(k[9:])
 			pfx := indexPrefix(ixEventID, id)
@@ -719,7 +811,10 @@ func (q *Queue) pruneEvents(ctx context.Context, from, upper []byte) (int, []byt
 			w.del(eventKey(id))
 			n++
 		}
+		if len(keys) > 0 {
+			q.prune.events = append(append([]byte(nil), keys[len(keys)-1]...), 0)
+		}
 		return nil
 	})
-	return n, next, err
+	return n, more, err
 }

@@ -1,10 +1,10 @@
 package embedded
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -61,16 +61,9 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		if limit := q.maxPending.Load(); limit > 0 && pending > 0 && w.c.pending+pending > limit {
 			return fmt.Errorf("%w: %d deliveries are pending, the limit (max_pending) is %d", queue.ErrFull, w.c.pending, limit)
 		}
-		// IDs are new (random 128-bit ones); a reused one is a caller's bug
-		// that would corrupt the indexes, so it is refused.
-		if v, err := w.get(eventKey(env.Event.ID)); err != nil || v != nil {
-			return cmp.Or(err, fmt.Errorf("enqueue: event ID %s is already stored", env.Event.ID))
-		}
-		for _, p := range ps {
-			if v, err := w.get(mutableKey(p.d.ID)); err != nil || v != nil {
-				return cmp.Or(err, fmt.Errorf("enqueue: delivery ID %s is already stored", p.d.ID))
-			}
-		}
+		// IDs are not looked up to see whether they are new: they are random
+		// 128-bit ones, and a lookup would cost a read of every level's
+		// filter on the ingest path (the profile's largest item).
 		// Validated: write.
 		w.set(eventKey(env.Event.ID), evRec)
 		w.set(eventAtKey(env.Event.ReceivedAt, env.Event.ID), nil)
@@ -102,7 +95,8 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 					w.set(orderKey(d.OrderKey, m.orderSeq), []byte(d.ID))
 				}
 				if !m.gated {
-					putDue(w, p.lane, d.ID, m.next, m.seq)
+					mm := m
+					putDue(w, p.lane, d.ID, m.next, m.seq, &cachedRec{static: p.static, m: mm})
 				}
 			case queue.Dead:
 				w.c.dead++
@@ -210,10 +204,12 @@ func moveState(w *wtx, id string, st static, seq uint64, from, to queue.State) {
 	}
 }
 
-func putDue(w *wtx, laneN, id string, due time.Time, seq uint64) []byte {
+// putDue writes a due key; rec (may be nil) is the delivery's records as
+// this write leaves them, for the lane's window.
+func putDue(w *wtx, laneN, id string, due time.Time, seq uint64, rec *cachedRec) []byte {
 	k := dueKey(lanePrefix(laneN), due, seq)
 	w.set(k, []byte(id))
-	w.fx(effect{kind: fxDue, lane: laneN, key: k, due: due})
+	w.fx(effect{kind: fxDue, lane: laneN, key: k, id: id, due: due, rec: rec})
 	return k
 }
 
@@ -265,7 +261,7 @@ func orderAdvance(w *wtx, key string, seq uint64) error {
 	}
 	m.gated = false
 	w.set(mutableKey(nextID), encodeMutable(&m))
-	putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), nextID, m.next, m.seq)
+	putDue(w, laneName(st.destination, queue.WebhookKey(st.target, st.webhook)), nextID, m.next, m.seq, &cachedRec{static: sv, m: m})
 	return nil
 }
 
@@ -390,45 +386,44 @@ func (q *Queue) leaseOnce(req queue.LeaseRequest) ([]queue.Lease, time.Time, cha
 	return out, wake, s.changed, nil
 }
 
-// scanLane leases up to want due deliveries of one lane. The caller holds
+// scanLane leases up to want due deliveries of one lane, from its window,
+// refilling the window from the store when it runs out. The caller holds
 // the scheduler's lock.
 func (q *Queue) scanLane(l *lane, now time.Time, want int, leaseFor time.Duration) ([]queue.Lease, error) {
-	lower := l.lwm
-	if lower == nil {
-		lower = l.pfx
-	}
-	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: l.end})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
 	var out []queue.Lease
-	first := true
+	if !l.loaded {
+		if err := q.refill(l); err != nil {
+			return nil, err
+		}
+	}
 	l.next = never
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()
-		if first {
-			l.lwm = append(l.lwm[:0:0], k...)
-			first = false
+	for i := 0; ; i++ {
+		if i == len(l.win) {
+			if l.hi == nil {
+				return out, nil // the window is the whole lane
+			}
+			n := len(l.win)
+			if err := q.refill(l); err != nil {
+				return out, err
+			}
+			if len(l.win) == n {
+				return out, nil
+			}
 		}
-		due, _, valid := parseDue(k, len(l.pfx))
-		if !valid {
+		e := &l.win[i]
+		if q.sched.leases[e.id] != nil {
 			continue
 		}
-		id := string(it.Value())
-		if q.sched.leases[id] != nil {
-			continue
+		if e.due.After(now) || len(out) == want {
+			l.next = e.due
+			return out, nil
 		}
-		if due.After(now) || len(out) == want {
-			l.next = due
-			break
-		}
-		lr, d, err := q.loadForLease(id, l, k)
+		lr, d, err := q.leaseEntry(l, e)
 		if err != nil {
 			return out, err
 		}
 		if lr == nil {
-			continue // a due key without records: skip it (never written so)
+			continue // a due key whose delivery is not pending: never written so
 		}
 		lr.until = now.Add(leaseFor)
 		q.sched.addLease(lr)
@@ -436,34 +431,73 @@ func (q *Queue) scanLane(l *lane, now time.Time, want int, leaseFor time.Duratio
 		d.LeasedUntil = lr.until
 		out = append(out, queue.Lease{Delivery: d, Token: lr.token(), Until: lr.until})
 	}
-	return out, it.Error()
 }
 
-func (q *Queue) loadForLease(id string, l *lane, dk []byte) (*leaseRec, *queue.Delivery, error) {
-	sv, err := q.getRaw(staticKey(id))
-	if err != nil || sv == nil {
-		return nil, nil, err
+// refill reads the lane's next due keys from the store into its window.
+func (q *Queue) refill(l *lane) error {
+	lower := l.lwm()
+	if l.loaded && l.hi != nil {
+		lower = append(append([]byte(nil), l.hi...), 0) // just past hi
 	}
-	mv, err := q.getRaw(mutableKey(id))
-	if err != nil || mv == nil {
-		return nil, nil, err
-	}
-	m, err := decodeMutable(mv)
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: l.end})
 	if err != nil {
-		return nil, nil, fmt.Errorf("delivery %s: %w", id, err)
+		return err
+	}
+	defer it.Close()
+	l.loaded = true
+	n := 0
+	ok := it.First()
+	for ; ok && n < windowSize; ok = it.Next() {
+		k := it.Key()
+		due, _, valid := parseDue(k, len(l.pfx))
+		if !valid {
+			continue
+		}
+		key := append([]byte(nil), k...)
+		if i, found := l.find(key); !found {
+			l.win = slices.Insert(l.win, i, winEntry{key: key, id: string(it.Value()), due: due})
+		}
+		l.hi = key
+		n++
+	}
+	if !ok {
+		l.hi = nil // the window now holds the whole lane
+	}
+	return it.Error()
+}
+
+// leaseEntry builds the lease of a window entry, from its cached records
+// or from the store.
+func (q *Queue) leaseEntry(l *lane, e *winEntry) (*leaseRec, *queue.Delivery, error) {
+	var sv []byte
+	var m mutable
+	if e.rec != nil {
+		sv, m = e.rec.static, e.rec.m
+		q.sched.dropRec(e)
+	} else {
+		var err error
+		if sv, err = q.getRaw(staticKey(e.id)); err != nil || sv == nil {
+			return nil, nil, err
+		}
+		mv, err := q.getRaw(mutableKey(e.id))
+		if err != nil || mv == nil {
+			return nil, nil, err
+		}
+		if m, err = decodeMutable(mv); err != nil {
+			return nil, nil, fmt.Errorf("delivery %s: %w", e.id, err)
+		}
 	}
 	if m.state != queue.Pending {
 		return nil, nil, nil
 	}
-	d := &queue.Delivery{ID: id}
+	d := &queue.Delivery{ID: e.id}
 	if err := decodeStatic(sv, d); err != nil {
-		return nil, nil, fmt.Errorf("delivery %s: %w", id, err)
+		return nil, nil, fmt.Errorf("delivery %s: %w", e.id, err)
 	}
 	fillMutable(d, &m)
 	st := static{eventID: d.EventID, target: d.Target, event: d.Event, callID: d.CallID,
 		webhook: d.Webhook, destination: d.Destination, orderKey: d.OrderKey, created: d.CreatedAt}
-	lr := &leaseRec{id: id, lane: l, dueKey: append([]byte(nil), dk...), st: st, m: m}
-	return lr, d, nil
+	return &leaseRec{id: e.id, lane: l, dueKey: e.key, st: st, raw: sv, m: m}, d, nil
 }
 
 func fillMutable(d *queue.Delivery, m *mutable) {
@@ -573,7 +607,7 @@ func (w *wtx) moveDue(lr *leaseRec, next time.Time) {
 	}
 	w.del(lr.dueKey)
 	lr.m.next = next
-	putDue(w, lr.lane.name, lr.id, next, lr.m.seq)
+	putDue(w, lr.lane.name, lr.id, next, lr.m.seq, &cachedRec{static: lr.raw, m: lr.m})
 }
 
 // Extend moves the lease's end to until.
