@@ -270,3 +270,62 @@ func TestAdminClosedQueue(t *testing.T) {
 		t.Errorf("no app: %d %s", status, body)
 	}
 }
+
+// TestAdminDeleteAndPreview: DELETE of one dead delivery, the preview of a
+// bulk action and DELETE of all matching, with their conflicts.
+func TestAdminDeleteAndPreview(t *testing.T) {
+	a, e := testAdmin(t)
+	enqueueTest(t, e,
+		&queue.Delivery{ID: "msg_d1", Webhook: "a", State: queue.Dead, Request: queue.Request{Method: "POST", URL: "https://h/"}},
+		&queue.Delivery{ID: "msg_d2", Webhook: "a", State: queue.Dead, Request: queue.Request{Method: "POST"}},
+		&queue.Delivery{ID: "msg_d3", Webhook: "b", State: queue.Dead, Request: queue.Request{Method: "POST", URL: "https://h/"}},
+		&queue.Delivery{ID: "msg_p", Webhook: "a", State: queue.Pending, NextAttempt: time.Now().Add(time.Hour), Request: queue.Request{Method: "POST", URL: "https://h/"}},
+	)
+	for i, tc := range []struct {
+		method, path string
+		status       int
+		mentions     string
+	}{
+		{"GET", "/callhook/dead?webhook=a", 200, `{"dead":2,"retryable":1,"never_rendered":1}`},
+		{"GET", "/callhook/dead?state=dead", 400, `unknown query parameter "state"`},
+		{"DELETE", "/callhook/deliveries/msg_p", 409, "is pending, not dead"},
+		{"DELETE", "/callhook/deliveries/msg_gone", 404, "no delivery msg_gone"},
+		{"DELETE", "/callhook/deliveries/msg_d3", 200, `{"deleted":1}`},
+		{"DELETE", "/callhook/deliveries/msg_d3", 404, "no delivery msg_d3"},
+		{"DELETE", "/callhook/dead?webhook=a", 200, `{"deleted":2}`},
+		{"GET", "/callhook/dead", 200, `{"dead":0,"retryable":0,"never_rendered":0}`},
+		{"PUT", "/callhook/dead", 405, "use GET or DELETE"},
+		{"GET", "/callhook/deliveries/msg_p/", 200, `"id":"msg_p"`},
+		{"GET", "/callhook/deliveries/a/b", 404, "no callhook admin endpoint"},
+		{"GET", "/callhook/events/evt_none", 404, "no event evt_none"},
+		{"POST", "/callhook/webhooks/t/w/resume", 404, "no webhook w in target t"},
+		{"GET", "/callhook/webhooks", 200, `{"webhooks":[]}`},
+	} {
+		status, body := call(a, tc.method, tc.path)
+		if status != tc.status || !strings.Contains(body, tc.mentions) {
+			t.Errorf("test %d: %s %s: %d %s; want %d mentioning %q", i, tc.method, tc.path, status, body, tc.status, tc.mentions)
+		}
+	}
+	if d, err := e.q.Get(context.Background(), "msg_p"); err != nil || d.State != queue.Pending {
+		t.Errorf("the pending delivery was touched: %v %v", d, err)
+	}
+}
+
+// TestAdminResume: a stored pause is listed and lifted.
+func TestAdminResume(t *testing.T) {
+	a, e := testAdmin(t)
+	ctx := context.Background()
+	if err := e.q.SetPause(ctx, "shop", "crm", &queue.Pause{Target: "shop", Webhook: "crm", Since: time.Now(), Reason: "failing: redirect to https://h/?token=s3cr3t"}); err != nil {
+		t.Fatal(err)
+	}
+	status, body := call(a, "GET", "/callhook/webhooks")
+	if status != 200 || !strings.Contains(body, `"state":"paused"`) || strings.Contains(body, "s3cr3t") {
+		t.Fatalf("webhooks: %d %s", status, body)
+	}
+	if status, body := call(a, "POST", "/callhook/webhooks/shop/crm/resume"); status != 200 || !strings.Contains(body, `"state":"active"`) {
+		t.Errorf("resume: %d %s", status, body)
+	}
+	if ps, _ := e.q.Pauses(ctx); len(ps) != 0 {
+		t.Errorf("pauses after resume: %v", ps)
+	}
+}

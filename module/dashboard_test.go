@@ -174,3 +174,27 @@ func TestDashboardPagesAndActions(t *testing.T) {
 		t.Errorf("read-only POST: %d, want 403", code)
 	}
 }
+
+// TestDashboardResume: a paused webhook is on the overview with a Resume
+// form that lifts the pause.
+func TestDashboardResume(t *testing.T) {
+	h, e := testDashboard(t, false)
+	ctx := context.Background()
+	if err := e.q.SetPause(ctx, "shop", "crm v2", &queue.Pause{Target: "shop", Webhook: "crm v2", Since: time.Now(), Reason: "5 failures"}); err != nil {
+		t.Fatal(err)
+	}
+	rec := dash(h, httptest.NewRequest("GET", "/ops/", nil))
+	m := tokenPattern.FindStringSubmatch(rec.Body.String())
+	if rec.Code != 200 || m == nil || m[1] != "/ops/webhooks/shop/crm%20v2/resume" {
+		t.Fatalf("overview: %d, form %v\n%s", rec.Code, m, rec.Body.String())
+	}
+	req := httptest.NewRequest("POST", m[1], strings.NewReader(url.Values{"csrf": {m[2]}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(rec.Result().Cookies()[0])
+	if rec := dash(h, req); rec.Code != 303 || rec.Header().Get("Location") != "/ops/?done=resumed" {
+		t.Fatalf("resume: %d %s", rec.Code, rec.Header().Get("Location"))
+	}
+	if ps, _ := e.q.Pauses(ctx); len(ps) != 0 {
+		t.Errorf("still paused: %v", ps)
+	}
+}
