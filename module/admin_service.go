@@ -193,10 +193,15 @@ func (s *adminService) retry(ctx context.Context, id string) (*queue.Delivery, e
 // stateError explains why an action on one dead delivery failed: 404 for
 // an unknown one, 409 (saying what state it is in) for one not dead.
 func (s *adminService) stateError(ctx context.Context, e *engine, id string, err error, done string) error {
-	var ae caddy.APIError
+	var (
+		ae caddy.APIError
+		ce *conflictError
+	)
 	switch {
 	case errors.As(err, &ae):
 		return err
+	case errors.As(err, &ce):
+		return apiError(http.StatusConflict, "%s", ce.msg)
 	case errors.Is(err, queue.ErrNotFound):
 		return deliveryError(e, id, err)
 	case errors.Is(err, queue.ErrNotDead):
@@ -524,27 +529,21 @@ func eventNotFound(e *engine, id string) error {
 // recoveryError is queueError for the recovery operations, which also say
 // when an operation is not available in this build.
 func recoveryError(err error, doing string) error {
-	var ae caddy.APIError
+	var (
+		ae caddy.APIError
+		ce *conflictError
+	)
 	switch {
 	case errors.As(err, &ae):
 		return err
+	case errors.As(err, &ce):
+		return apiError(http.StatusConflict, "%s", ce.msg)
 	case errors.Is(err, errors.ErrUnsupported):
 		return apiError(http.StatusNotImplemented, "%s: %v", doing, err)
 	case errors.Is(err, queue.ErrNotDead):
 		return apiError(http.StatusConflict, "%s: %v", doing, err)
 	}
 	return queueError(err, doing)
-}
-
-// retryable says why d cannot be retried by hand, or nil if it can.
-func retryable(d *queue.Delivery) error {
-	if d.State != queue.Dead {
-		return notDead(d, "retried")
-	}
-	if !rendered(d) {
-		return apiError(http.StatusConflict, "delivery %s cannot be retried: its request was never built because the webhook failed to render (%s); fix the config and have the source send the event again", d.ID, d.LastError)
-	}
-	return nil
 }
 
 // notDead is the 409 for an action on dead deliveries only.

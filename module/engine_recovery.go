@@ -35,6 +35,20 @@ type WebhookState struct {
 	LastFailure time.Time `json:"last_failure,omitzero"`
 }
 
+// Webhook states.
+const (
+	webhookActive = "active"
+	webhookPaused = "paused"
+)
+
+// conflictError is a recovery operation that cannot be done as things are
+// (the admin API answers 409 with its message, which says what to do).
+type conflictError struct{ msg string }
+
+func (e *conflictError) Error() string { return e.msg }
+
+func conflict(format string, args ...any) error { return &conflictError{fmt.Sprintf(format, args...)} }
+
 // signingSecrets are the secrets that sign d (issue 9 resolves them from
 // the running config; here they travel in the policy).
 func (e *engine) signingSecrets(d *queue.Delivery) ([][]byte, error) {
@@ -63,9 +77,9 @@ func (e *engine) webhookStates(ctx context.Context) ([]WebhookState, error) {
 			return
 		}
 		seen[k] = true
-		ws := WebhookState{Target: target, Webhook: webhook, State: "active", Configured: configured}
+		ws := WebhookState{Target: target, Webhook: webhook, State: webhookActive, Configured: configured}
 		if p, ok := paused[k]; ok {
-			ws.State, ws.PausedSince, ws.PauseReason = "paused", p.Since, p.Reason
+			ws.State, ws.PausedSince, ws.PauseReason = webhookPaused, p.Since, p.Reason
 		}
 		out = append(out, ws)
 	}
@@ -128,7 +142,7 @@ func (e *engine) retryDelivery(ctx context.Context, id string) (*queue.Delivery,
 		return nil, queue.ErrNotDead
 	}
 	if !rendered(d) {
-		return nil, retryable(d)
+		return nil, conflict("delivery %s cannot be retried: its request was never built because the webhook failed to render (%s); fix the config and have the source send the event again", d.ID, d.LastError)
 	}
 	n, err := e.q.RetryDead(ctx, id)
 	if err != nil {
