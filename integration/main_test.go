@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 	caddytest.Default.AdminPort = adminPort
 	caddyBase = fmt.Sprintf("http://localhost:%d", httpPort)
 	code := m.Run()
+	stopBrowser()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -142,9 +142,9 @@ func TestReplayAndDelete(t *testing.T) {
 		status       int
 		mentions     string
 	}{
-		{"POST", "/callhook/events/evt_nope/replay", 404, "no stored event evt_nope"},
+		{"POST", "/callhook/events/evt_nope/replay", 404, "no event evt_nope"},
 		{"GET", "/callhook/events/" + ans.EventID + "/replay", 405, "use POST"},
-		{"DELETE", "/callhook/deliveries/" + ans.id("crm"), 409, "is delivered, not dead; only dead deliveries can be deleted"},
+		{"DELETE", "/callhook/deliveries/" + ans.id("crm"), 409, "only dead deliveries can be deleted"},
 		{"DELETE", "/callhook/deliveries/" + ans.id("old"), 200, `"deleted":1`},
 		{"DELETE", "/callhook/deliveries/" + ans.id("old"), 404, "no delivery"},
 	} {

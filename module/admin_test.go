@@ -17,54 +17,12 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
 	"github.com/callhook/caddy-callhook/module/queue/embedded"
 	"github.com/callhook/caddy-callhook/module/render"
 )
-
-func TestRedactHeader(t *testing.T) {
-	for i, tc := range []struct {
-		name, value, want string
-	}{
-		{"Authorization", "Bearer x", redacted},
-		{"proxy-authorization", "Basic x", redacted},
-		{"Cookie", "a=b", redacted},
-		{"X-Api-Key", "k", redacted},
-		{"X-Auth-User", "u", redacted},
-		{"X-Request-Token", "t", redacted},
-		{"X-Client-Secret", "s", redacted},
-		{"X-Hub-Signature", "s", redacted},
-		{"Content-Type", "application/json", "application/json"},
-		{"X-Trace", "c-1", "c-1"},
-		{"User-Agent", "callhook/1", "callhook/1"},
-	} {
-		if got := redactHeader(tc.name, tc.value); got != tc.want {
-			t.Errorf("test %d: redactHeader(%q) = %q, want %q", i, tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for i, tc := range []struct {
-		in, want string
-	}{
-		{"https://h/p", "https://h/p"},
-		{"https://h/p?a=1&b=2", "https://h/p?a=1&b=2"},
-		{"https://h/p?token=abc&x=1", "https://h/p?token=[redacted]&x=1"},
-		{"https://h/p?x=1&API_KEY=abc&key=k&apikey=a", "https://h/p?x=1&API_KEY=[redacted]&key=[redacted]&apikey=[redacted]"},
-		{"https://h/p?access_token=a&client_secret=b&password=c&signature=d&sig=e", "https://h/p?access_token=[redacted]&client_secret=[redacted]&password=[redacted]&signature=[redacted]&sig=[redacted]"},
-		{"https://h/p?to%6Ben=abc", "https://h/p?to%6Ben=[redacted]"},
-		{"https://h/p?token", "https://h/p?token=[redacted]"},
-		{"https://h/p?token=a#frag", "https://h/p?token=[redacted]#frag"},
-		{"https://h/p?key_phrase=buy&design=x", "https://h/p?key_phrase=buy&design=x"},
-		{"https://u:pw@h/p", "https://u:redacted@h/p"},
-	} {
-		if got := redactURL(tc.in); got != tc.want {
-			t.Errorf("test %d: redactURL(%q) = %q, want %q", i, tc.in, got, tc.want)
-		}
-	}
-}
 
 func TestViewRequestScrubsSecret(t *testing.T) {
 	d := &queue.Delivery{
@@ -83,7 +41,7 @@ func TestViewRequestScrubsSecret(t *testing.T) {
 		if strings.Contains(string(b), "topsecret") {
 			t.Errorf("showSecrets=%v: the signing secret is shown: %s", show, b)
 		}
-		if got := v.Headers[1].Value; (got == redacted) == show {
+		if got := v.Headers[1].Value; (got == redact.Mask) == show {
 			t.Errorf("showSecrets=%v: Authorization = %q", show, got)
 		}
 	}
@@ -175,11 +133,13 @@ func testAdmin(t *testing.T) (*adminAPI, *engine) {
 		q:        q,
 		pool:     delivery.NewPool(delivery.PoolOptions{Queue: q}),
 		logger:   zap.NewNop(),
+		limiter:  delivery.NewLimiter(),
+		keys:     delivery.NewKeyring(),
 		settings: settings{workers: 8, perDestination: 2, retention: time.Hour, drain: time.Second},
 	}
 	app := &App{backend: &EmbeddedQueue{file: file}}
 	app.engine.Store(e)
-	return &adminAPI{app: app, logger: zap.NewNop()}, e
+	return newAdminAPI(&adminService{app: app, logger: zap.NewNop()}), e
 }
 
 func enqueueTest(t *testing.T, e *engine, ds ...*queue.Delivery) {
@@ -221,9 +181,9 @@ func TestAdminRetryConflicts(t *testing.T) {
 		{"POST", "/callhook/deliveries/msg_unrendered/retry", 409, "cannot be rendered again: the running config has no webhook w"},
 		{"POST", "/callhook/deliveries/msg_gone/retry", 404, "retention of 1h0m0s"},
 		{"GET", "/callhook/deliveries/msg_unrendered", 200, `"retryable":true`},
-		{"DELETE", "/callhook/deliveries/msg_pending", 409, "is pending, not dead; only dead deliveries can be deleted"},
+		{"DELETE", "/callhook/deliveries/msg_pending", 409, "only dead deliveries can be deleted"},
 		{"DELETE", "/callhook/deliveries/msg_gone", 404, "no delivery msg_gone"},
-		{"POST", "/callhook/events/evt_gone/replay", 404, "no stored event evt_gone"},
+		{"POST", "/callhook/events/evt_gone/replay", 404, "no event evt_gone"},
 		{"POST", "/callhook/webhooks/default/nope/resume", 404, "no webhook nope in target default"},
 		{"GET", "/callhook/webhooks", 200, `{"webhooks":[]}`},
 		{"GET", "/callhook/stats", 200, `"pending":1,"leased":0,"delivered":0,"dead":2`},
@@ -313,7 +273,66 @@ func TestAdminClosedQueue(t *testing.T) {
 			t.Errorf("GET %s on a closed queue: %d %s, want 503", path, status, body)
 		}
 	}
-	if status, body := call(&adminAPI{logger: zap.NewNop()}, "GET", "/callhook/stats"); status != 503 || !strings.Contains(body, "not running") {
+	if status, body := call(newAdminAPI(&adminService{logger: zap.NewNop()}), "GET", "/callhook/stats"); status != 503 || !strings.Contains(body, "not running") {
 		t.Errorf("no app: %d %s", status, body)
+	}
+}
+
+// TestAdminDeleteAndPreview: DELETE of one dead delivery, the preview of a
+// bulk action and DELETE of all matching, with their conflicts.
+func TestAdminDeleteAndPreview(t *testing.T) {
+	a, e := testAdmin(t)
+	enqueueTest(t, e,
+		&queue.Delivery{ID: "msg_d1", Webhook: "a", State: queue.Dead, Request: queue.Request{Method: "POST", URL: "https://h/"}},
+		&queue.Delivery{ID: "msg_d2", Webhook: "a", State: queue.Dead, Request: queue.Request{Method: "POST"}},
+		&queue.Delivery{ID: "msg_d3", Webhook: "b", State: queue.Dead, Request: queue.Request{Method: "POST", URL: "https://h/"}},
+		&queue.Delivery{ID: "msg_p", Webhook: "a", State: queue.Pending, NextAttempt: time.Now().Add(time.Hour), Request: queue.Request{Method: "POST", URL: "https://h/"}},
+	)
+	for i, tc := range []struct {
+		method, path string
+		status       int
+		mentions     string
+	}{
+		{"GET", "/callhook/dead?webhook=a", 200, `{"dead":2,"retryable":2,"never_rendered":1}`},
+		{"GET", "/callhook/dead?state=dead", 400, `unknown query parameter "state"`},
+		{"DELETE", "/callhook/deliveries/msg_p", 409, "is pending, not dead"},
+		{"DELETE", "/callhook/deliveries/msg_gone", 404, "no delivery msg_gone"},
+		{"DELETE", "/callhook/deliveries/msg_d3", 200, `{"deleted":1}`},
+		{"DELETE", "/callhook/deliveries/msg_d3", 404, "no delivery msg_d3"},
+		{"DELETE", "/callhook/dead?webhook=a", 200, `{"deleted":2}`},
+		{"GET", "/callhook/dead", 200, `{"dead":0,"retryable":0,"never_rendered":0}`},
+		{"PUT", "/callhook/dead", 405, "use GET or DELETE"},
+		{"GET", "/callhook/deliveries/msg_p/", 200, `"id":"msg_p"`},
+		{"GET", "/callhook/deliveries/a/b", 404, "no callhook admin endpoint"},
+		{"GET", "/callhook/events/evt_none", 404, "no event evt_none"},
+		{"POST", "/callhook/webhooks/t/w/resume", 404, "no webhook w in target t"},
+		{"GET", "/callhook/webhooks", 200, `{"webhooks":[]}`},
+	} {
+		status, body := call(a, tc.method, tc.path)
+		if status != tc.status || !strings.Contains(body, tc.mentions) {
+			t.Errorf("test %d: %s %s: %d %s; want %d mentioning %q", i, tc.method, tc.path, status, body, tc.status, tc.mentions)
+		}
+	}
+	if d, err := e.q.Get(context.Background(), "msg_p"); err != nil || d.State != queue.Pending {
+		t.Errorf("the pending delivery was touched: %v %v", d, err)
+	}
+}
+
+// TestAdminResume: a stored pause is listed and lifted.
+func TestAdminResume(t *testing.T) {
+	a, e := testAdmin(t)
+	ctx := context.Background()
+	if err := e.q.SetPause(ctx, "shop", "crm", &queue.Pause{Target: "shop", Webhook: "crm", Since: time.Now(), Reason: "failing: redirect to https://h/?token=s3cr3t"}); err != nil {
+		t.Fatal(err)
+	}
+	status, body := call(a, "GET", "/callhook/webhooks")
+	if status != 200 || !strings.Contains(body, `"state":"paused"`) || strings.Contains(body, "s3cr3t") {
+		t.Fatalf("webhooks: %d %s", status, body)
+	}
+	if status, body := call(a, "POST", "/callhook/webhooks/shop/crm/resume"); status != 200 || !strings.Contains(body, `"state":"active"`) {
+		t.Errorf("resume: %d %s", status, body)
+	}
+	if ps, _ := e.q.Pauses(ctx); len(ps) != 0 {
+		t.Errorf("pauses after resume: %v", ps)
 	}
 }

@@ -31,8 +31,14 @@ func init() {
 		Long: `
 Commands for callhook, the call-event webhook plugin.
 
-  render  prints the webhook requests one call event would produce, without
-          sending anything
+  render      prints the webhook requests one call event would produce,
+              without sending anything
+  deliveries  lists deliveries of the running Caddy (--state dead ...)
+  retry       puts a dead delivery back in the queue
+  replay      renders a stored event again and queues fresh deliveries
+
+deliveries, retry and replay talk to the running Caddy's admin endpoint
+(--address, default localhost:2019).
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			renderCmd := &cobra.Command{
@@ -97,6 +103,7 @@ Exit status: 0 when every matching webhook rendered (or its when was false),
 				return err
 			})
 			cmd.AddCommand(renderCmd)
+			addAdminCommands(cmd)
 		},
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
@@ -498,6 +499,9 @@ func (p *Pool) record(d *queue.Delivery, op string, f func(context.Context) erro
 }
 
 func (p *Pool) report(d *queue.Delivery, r Result, n int, final, reason string, next time.Time) {
+	// A reason quotes URLs (a receiver's Location, net/http's errors) and
+	// receivers' messages: it is logged through the one redactor.
+	reason = redact.For(d).Text(reason)
 	fs := append(deliveryFields(d),
 		zap.Int("attempt", n),
 		zap.Int("status", r.Attempt.Status),

@@ -470,3 +470,33 @@ func TestAttemptNumber(t *testing.T) {
 		t.Fatalf("attemptNumber = %d, want 3 (the history is not the current life)", n)
 	}
 }
+
+// TestPoolLogsRedactedReason: a receiver that redirects to a URL with a
+// token in it (a login page echoing ?api_token=) makes the delivery dead
+// with a reason that quotes the Location; the log line must not carry it.
+func TestPoolLogsRedactedReason(t *testing.T) {
+	const token = "tok-Location-9f8e7d"
+	srv := server(t, func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) {
+		w.Header().Set("Location", "https://login.example/?api_token="+token+"&next=/hook")
+		w.WriteHeader(302)
+	})
+	env := startPool(t, PoolOptions{}, newDelivery("redirected", srv.URL, srv.URL, fastPolicy))
+	got := env.waitState(t, "redirected", queue.Dead)
+	if !strings.Contains(got.LastError, token) {
+		t.Fatalf("the reason does not quote the Location, so this test proves nothing: %q", got.LastError)
+	}
+	eventually(t, "the death logged", func() bool {
+		return env.logs.FilterMessage("webhook delivery is dead; giving up (retry it by hand once fixed)").Len() == 1
+	})
+	for _, e := range env.logs.All() {
+		for k, v := range e.ContextMap() {
+			if strings.Contains(fmt.Sprint(v), token) {
+				t.Errorf("log %q field %s holds the token: %v", e.Message, k, v)
+			}
+		}
+	}
+	m := env.logs.FilterMessage("webhook delivery is dead; giving up (retry it by hand once fixed)").All()[0].ContextMap()
+	if r := fmt.Sprint(m["reason"]); !strings.Contains(r, "api_token=[redacted]&next=/hook") {
+		t.Errorf("reason %q", r)
+	}
+}
