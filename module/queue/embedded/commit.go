@@ -3,7 +3,6 @@ package embedded
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -51,18 +50,7 @@ type wtx struct {
 func (w *wtx) nextSeq() uint64 { *w.seq++; return *w.seq }
 
 // get reads a key through the batch; nil when absent.
-func (w *wtx) get(k []byte) ([]byte, error) {
-	v, c, err := w.b.Get(k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := append([]byte(nil), v...)
-	c.Close()
-	return out, nil
-}
+func (w *wtx) get(k []byte) ([]byte, error) { return getCopy(w.b, k) }
 
 func (w *wtx) set(k, v []byte) { _ = w.b.Set(k, v, nil) }
 func (w *wtx) del(k []byte)    { _ = w.b.Delete(k, nil) }

@@ -331,8 +331,12 @@ func (q *Queue) loadState() error {
 	return it.Error()
 }
 
-func (q *Queue) getRaw(k []byte) ([]byte, error) {
-	v, c, err := q.db.Get(k)
+func (q *Queue) getRaw(k []byte) ([]byte, error) { return getCopy(q.db, k) }
+
+// getCopy reads a key from the store or a batch: a copy of its value, nil
+// when absent.
+func getCopy(r pebble.Reader, k []byte) ([]byte, error) {
+	v, c, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
