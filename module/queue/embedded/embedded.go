@@ -433,6 +433,8 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 }
 
 func (p pebbleLogger) Fatalf(format string, args ...any) {
+	// Also on stderr: the process exits next, whatever the logger does.
+	fmt.Fprintln(os.Stderr, "callhook queue store failed: "+fmt.Sprintf(format, args...))
 	p.l.Fatal("queue store failed; the process must stop (pending deliveries are safe on disk up to the last answered event)",
 		zap.String("message", fmt.Sprintf(format, args...)))
 }

@@ -377,3 +377,26 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, *d)
 	}
 }
+
+// TestOrderedOutcomeIsSynced: finishing an ordered delivery releases the
+// next one only through a synced commit, so a crash cannot lose the first
+// one's outcome after the next one went out.
+func TestOrderedOutcomeIsSynced(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	a, b := dl("a", "x"), dl("b", "x")
+	a.OrderKey, b.OrderKey = "call-1", "call-1"
+	if _, err := q.Enqueue(ctx, env("1", a, b)); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 10, Lease: time.Minute})
+	if err != nil || len(ls) != 1 || ls[0].Delivery.ID != "a" {
+		t.Fatalf("leased %d, %v", len(ls), err)
+	}
+	before := q.syncs.Load()
+	if err := q.Ack(ctx, ls[0].Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if q.syncs.Load() == before {
+		t.Fatal("the ack that released the next ordered delivery was not synced")
+	}
+}

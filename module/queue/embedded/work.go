@@ -2,10 +2,12 @@ package embedded
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -489,7 +491,9 @@ func (q *Queue) prefetch(l *lane, ids []string) error {
 	if len(ids) == 0 || q.sched.cached >= recordCacheBytes {
 		return nil
 	}
-	slices.Sort(ids)
+	// In key order: keys length-prefix the ID (real IDs all have one
+	// length, so this is their time order).
+	slices.SortFunc(ids, func(a, b string) int { return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b)) })
 	recs := make(map[string]*cachedRec, len(ids))
 	for _, r := range []struct {
 		pfx  byte
@@ -609,6 +613,10 @@ func (w *wtx) finish(lr *leaseRec, to queue.State) {
 	w.del(lr.dueKey)
 	moveState(w, lr.id, lr.st, lr.m.seq, queue.Pending, to)
 	if lr.m.orderSeq != 0 {
+		// The next delivery of the order key may go out once this write
+		// is durable, not before: were it sent and this outcome lost in a
+		// crash, this one would be sent again after it.
+		w.o.sync = true
 		if err := orderAdvance(w, lr.st.orderKey, lr.m.orderSeq); err != nil {
 			w.q.log.Error("cannot release the next ordered delivery; it is released at the next restart")
 		}
