@@ -184,6 +184,9 @@ func (q *Queue) claim(ctx context.Context, cs []claim, lease time.Duration, b *b
 		c.r.claiming = false
 		if errs[i] == nil {
 			q.m.apply(puts[i].key, revs[i], puts[i].val, false)
+			// The watch may have applied this revision first, while the
+			// record was still being claimed and so kept out of its lane.
+			q.m.settle(c.r)
 			d := c.d
 			out = append(out, queue.Lease{Delivery: &d, Token: leaseToken(c.nonce, d.ID), Until: until})
 			continue

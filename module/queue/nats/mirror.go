@@ -364,7 +364,7 @@ func (m *mirror) drop(r *rec) {
 // settle puts r in its lane's heap exactly when it can be leased by time:
 // unfinished, not being claimed, and first of its order key.
 func (m *mirror) settle(r *rec) {
-	want := !r.final() && !r.claiming && r.lane != nil
+	want := !r.final() && !r.claiming && r.lane != nil && m.recs[r.id] == r
 	if want && r.inOrder {
 		q := m.orders[r.d.OrderKey]
 		want = len(q) > 0 && q[0] == r

@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,7 +15,7 @@ var watchedKeys = []string{kDelivery + ">", kEvent + ">", kPause + ">"}
 // startWatch loads the mirror (it returns once the watch has delivered every
 // current record) and keeps it up to date in the background until wctx ends.
 func (q *Queue) startWatch(ctx, wctx context.Context) error {
-	w, err := q.kv.WatchFiltered(wctx, watchedKeys)
+	w, err := q.kv.WatchFiltered(wctx, slices.Clone(watchedKeys))
 	if err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func (q *Queue) watch(wctx context.Context, w jetstream.KeyWatcher) {
 			from := q.m.watchRev + 1
 			q.m.mu.Unlock()
 			var err error
-			w, err = q.kv.WatchFiltered(wctx, watchedKeys, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from))
+			w, err = q.kv.WatchFiltered(wctx, slices.Clone(watchedKeys), jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from))
 			if err == nil {
 				q.logger.Info("nats queue: watch resumed", zap.Uint64("from_revision", from))
 				break
