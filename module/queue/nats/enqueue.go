@@ -73,7 +73,11 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	octx, cancel := q.opCtx(ctx)
 	defer cancel()
 	revs, err := q.batch(octx, puts)
-	if isCASConflict(err) && env.DedupKey != "" {
+	// A conflict on the dedup key: answer the first envelope's refs. On a
+	// replicated stream the winner may be proposed but not yet applied when
+	// we read, so a missing key is read again for a moment, and the batch
+	// sent again in case the winner's failed.
+	for try := 0; isCASConflict(err) && env.DedupKey != "" && try < 12; try++ {
 		e, gerr := q.kv.Get(octx, puts[0].key)
 		switch {
 		case gerr == nil:
@@ -85,7 +89,18 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 			// server's TTL: take it over.
 			puts[0].expect = e.Revision()
 			revs, err = q.batch(octx, puts)
-		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			puts[0].expect = 0
+			if try%4 == 3 {
+				revs, err = q.batch(octx, puts)
+				continue
+			}
+			select {
+			case <-time.After(time.Duration(10*(try+1)) * time.Millisecond):
+			case <-octx.Done():
+				return queue.EnqueueResult{}, q.fail(ctx, "reading the dedup key", octx.Err())
+			}
+		default:
 			return queue.EnqueueResult{}, q.fail(ctx, "reading the dedup key", gerr)
 		}
 	}

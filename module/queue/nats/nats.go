@@ -132,17 +132,22 @@ type Options struct {
 
 // Queue is a queue.Queue on a NATS JetStream key-value bucket.
 type Queue struct {
-	nc     *natsgo.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	bucket string
-	prefix string // "$KV.<bucket>."
-	logger *zap.Logger
+	nc       *natsgo.Conn
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	bucket   string
+	replicas int
+	prefix   string // "$KV.<bucket>."
+	logger   *zap.Logger
 
 	dedupWindow time.Duration
 	maxPending  atomic.Int64
 
 	m *mirror
+
+	inflightMu   sync.Mutex
+	inflight     map[uint64]context.CancelCauseFunc
+	inflightNext uint64
 
 	slots   chan struct{} // atomic batch slots
 	closed  atomic.Bool
@@ -182,10 +187,12 @@ func Open(o Options) (*Queue, error) {
 	}
 	q := &Queue{
 		bucket:      o.Bucket,
+		replicas:    o.Replicas,
 		prefix:      "$KV." + o.Bucket + ".",
 		logger:      logger,
 		dedupWindow: o.DedupWindow,
 		slots:       make(chan struct{}, batchSlots),
+		inflight:    map[uint64]context.CancelCauseFunc{},
 		done:        make(chan struct{}),
 	}
 	q.maxPending.Store(int64(o.MaxPending))
@@ -200,6 +207,7 @@ func Open(o Options) (*Queue, error) {
 		// ingest answers 503, instead of storing later what was refused.
 		natsgo.ReconnectBufSize(-1),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			q.lost()
 			if !q.closed.Load() {
 				logger.Warn("lost the connection to NATS; ingest answers 503 until it is back", zap.Error(err))
 			}
@@ -259,12 +267,42 @@ func (q *Queue) SimulateCrash() error {
 	return q.Close()
 }
 
-// ctx returns a context with a deadline for one round trip.
+// opCtx returns a context for the round trips of one call: with a
+// deadline when the caller's has none, and ended as soon as the connection
+// is lost, so that a request whose answer can no longer come fails at once
+// instead of at its timeout.
 func (q *Queue) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+	base, baseCancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		base, baseCancel = context.WithTimeout(ctx, opTimeout)
 	}
-	return context.WithTimeout(ctx, opTimeout)
+	c, cancel := context.WithCancelCause(base)
+	q.inflightMu.Lock()
+	id := q.inflightNext
+	q.inflightNext++
+	q.inflight[id] = cancel
+	q.inflightMu.Unlock()
+	if !q.nc.IsConnected() {
+		cancel(errNotConnected)
+	}
+	return c, func() {
+		q.inflightMu.Lock()
+		delete(q.inflight, id)
+		q.inflightMu.Unlock()
+		cancel(nil)
+		baseCancel()
+	}
+}
+
+var errNotConnected = errors.New("not connected to NATS")
+
+// lost ends every call's round trips when the connection drops.
+func (q *Queue) lost() {
+	q.inflightMu.Lock()
+	defer q.inflightMu.Unlock()
+	for _, cancel := range q.inflight {
+		cancel(errNotConnected)
+	}
 }
 
 // check answers ErrClosed or the context's error before a call starts.
@@ -291,6 +329,9 @@ func (q *Queue) fail(ctx context.Context, what string, err error) error {
 	var api *jetstream.APIError
 	if errors.As(err, &api) && api.Code != 503 && api.Code != 408 {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !q.nc.IsConnected() {
+		err = fmt.Errorf("%w (%v)", errNotConnected, err)
 	}
 	return fmt.Errorf("%s: %w: %v", what, queue.ErrUnavailable, err)
 }
