@@ -375,6 +375,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		msg := "the delivery queue cannot accept events right now; retry later"
 		if errors.Is(err, queue.ErrFull) {
 			msg = "the delivery queue is full; retry later"
+		} else if errors.Is(err, queue.ErrUnavailable) {
+			msg = "the delivery queue is unreachable; nothing was stored; retry later"
 		}
 		return writeError(w, http.StatusServiceUnavailable, msg)
 	}
