@@ -114,7 +114,7 @@ func (q *Queue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Leas
 	var out []queue.Lease
 	for {
 		now := time.Now()
-		for round := 0; len(out) < req.Max && round < 8; round++ {
+		for round := 0; len(out) < req.Max && round < 8 && ctx.Err() == nil; round++ {
 			q.m.mu.Lock()
 			cs := q.m.pick(now, req.Max-len(out), b)
 			q.m.mu.Unlock()
@@ -173,7 +173,11 @@ func (q *Queue) claim(ctx context.Context, cs []claim, lease time.Duration, b *b
 		d.LeasedUntil = until
 		puts[i] = put{key: deliveryKey(d.ID), val: encodeRecord(d, cs[i].nonce, cs[i].pos), check: true, expect: cs[i].rev}
 	}
-	octx, cancel := q.opCtx(ctx)
+	// Once sent, a claim may take on the server whatever the caller does:
+	// wait for every answer even if ctx ends (the pool cancels a waiting
+	// Lease whenever a worker finishes), or a taken lease would be dropped
+	// here and the delivery sit leased by nobody until its lease ran out.
+	octx, cancel := q.opCtx(context.WithoutCancel(ctx))
 	defer cancel()
 	revs, errs := q.writeAll(octx, puts)
 	var out []queue.Lease

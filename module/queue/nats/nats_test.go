@@ -298,7 +298,7 @@ func TestConformanceCluster(t *testing.T) {
 
 func startCluster(t *testing.T, n int) []string {
 	t.Helper()
-	base := 14230
+	base := 14280
 	var routes []*url.URL
 	for i := range n {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", base+i)})
@@ -345,4 +345,35 @@ func anyLeader(ss []*server.Server) bool {
 		}
 	}
 	return false
+}
+
+// TestLeaseCancelledMidClaimDropsNothing: the pool cancels a waiting Lease
+// whenever a worker finishes. A claim already sent must still come back as
+// a lease, or the delivery would sit leased by nobody for a whole lease.
+func TestLeaseCancelledMidClaimDropsNothing(t *testing.T) {
+	q := openTest(t, t.TempDir(), Options{})
+	defer q.Close()
+	ctx := t.Context()
+	const n = 120
+	for i := range n / 4 {
+		if _, err := q.Enqueue(ctx, env(fmt.Sprintf("c%d", i), dlv("w1", "", ""), dlv("w2", "", ""), dlv("w3", "", ""), dlv("w4", "", ""))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acked := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; acked < n && time.Now().Before(deadline); i++ {
+		lctx, cancel := context.WithTimeout(ctx, time.Duration(i%7)*150*time.Microsecond)
+		ls, _ := q.Lease(lctx, queue.LeaseRequest{Max: 9, Lease: time.Minute})
+		cancel()
+		for _, l := range ls {
+			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+				t.Fatal(err)
+			}
+			acked++
+		}
+	}
+	if s, _ := q.Stats(ctx); acked != n || s.Leased != 0 {
+		t.Fatalf("acked %d of %d; %d left leased by nobody (Stats %+v)", acked, n, s.Leased, s)
+	}
 }
