@@ -65,7 +65,7 @@ type NATSQueue struct {
 	// Retry-After. Default: 0 (no cap).
 	MaxPending int `json:"max_pending,omitempty"`
 
-	urls []string // expanded
+	urls                  []string // expanded
 	user, password, token string
 }
 
