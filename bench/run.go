@@ -70,6 +70,8 @@ func (b *bench) runRow(name string) *result {
 		err = b.relay(r, "s5", 5, false)
 	case "S1":
 		err = b.callhook(r, "S1", s1Webhook(portSinkS1, ""), 1, true)
+	case "S1nats":
+		err = b.s1NATS(r)
 	case "S5":
 		err = b.callhook(r, "S5", s5Webhooks(), 5, false)
 	case "SLOW":
