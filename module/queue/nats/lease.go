@@ -182,7 +182,7 @@ func (q *Queue) claim(ctx context.Context, cs []claim, lease time.Duration, b *b
 	revs, errs := q.writeAll(octx, puts)
 	var out []queue.Lease
 	var lastErr error
-	var refetch []claim
+	var conflicts []claim
 	q.m.mu.Lock()
 	for i, c := range cs {
 		c.r.claiming = false
@@ -195,17 +195,21 @@ func (q *Queue) claim(ctx context.Context, cs []claim, lease time.Duration, b *b
 			out = append(out, queue.Lease{Delivery: &d, Token: leaseToken(c.nonce, d.ID), Until: until})
 			continue
 		}
-		q.m.settle(c.r)
 		b.take(c.r.lane, -1)
 		if isCASConflict(errs[i]) {
-			refetch = append(refetch, c)
+			// Another node took it (or changed it) first: leave it out
+			// of its lane until the watch brings the newer revision, and
+			// go on with the next ones instead of waiting for that.
+			c.r.stale = c.rev
+			conflicts = append(conflicts, c)
 		} else {
 			lastErr = errs[i]
 		}
+		q.m.settle(c.r)
 	}
 	q.m.mu.Unlock()
-	for _, c := range refetch {
-		q.refresh(octx, deliveryKey(c.d.ID), c.rev)
+	if len(conflicts) > 0 {
+		q.refreshLater(conflicts)
 	}
 	if len(out) == 0 && lastErr != nil {
 		return nil, q.fail(ctx, "leasing deliveries from NATS", lastErr)
@@ -213,8 +217,54 @@ func (q *Queue) claim(ctx context.Context, cs []claim, lease time.Duration, b *b
 	return out, nil
 }
 
-// refresh reads a key the mirror holds an old revision of and applies it.
-func (q *Queue) refresh(ctx context.Context, key string, had uint64) {
+// refreshLater reads again, after a moment, the records whose claims were
+// refused and that the watch has not brought a newer revision of by then
+// (a safety net: the watch normally does within milliseconds).
+func (q *Queue) refreshLater(cs []claim) {
+	q.bg.Add(1)
+	go func() {
+		defer q.bg.Done()
+		for wait := 250 * time.Millisecond; len(cs) > 0 && wait < time.Minute; wait *= 4 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-q.done:
+				t.Stop()
+				return
+			}
+			ctx, cancel := q.opCtx(context.Background())
+			left := cs[:0]
+			for _, c := range cs {
+				q.m.mu.Lock()
+				still := q.m.recs[c.d.ID] == c.r && c.r.stale == c.r.rev
+				q.m.mu.Unlock()
+				if still && q.refresh(ctx, deliveryKey(c.d.ID), c.rev) {
+					// Read: whatever revision the mirror holds now is
+					// the stream's. A refusal with no newer revision to
+					// show (a replicated stream can refuse while an
+					// earlier write is still being applied) leaves the
+					// record as it was: leasable again.
+					q.m.mu.Lock()
+					if c.r.stale != 0 {
+						c.r.stale = 0
+						q.m.settle(c.r)
+					}
+					q.m.mu.Unlock()
+					still = false
+				}
+				if still {
+					left = append(left, c)
+				}
+			}
+			cancel()
+			cs = left
+		}
+	}()
+}
+
+// refresh reads a key the mirror holds an old revision of and applies it;
+// it reports whether the read succeeded.
+func (q *Queue) refresh(ctx context.Context, key string, had uint64) bool {
 	e, err := q.kv.Get(ctx, key)
 	q.m.mu.Lock()
 	defer q.m.mu.Unlock()
@@ -223,5 +273,8 @@ func (q *Queue) refresh(ctx context.Context, key string, had uint64) {
 		q.m.apply(key, e.Revision(), e.Value(), false)
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		q.m.apply(key, had+1, nil, true)
+	default:
+		return false
 	}
+	return true
 }

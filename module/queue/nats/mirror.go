@@ -27,6 +27,10 @@ type rec struct {
 	ageIdx   int // in mirror.age, or -1
 	claiming bool
 	inOrder  bool
+	// stale is a revision another node's write is known to have replaced
+	// (our claim of it was refused): the record stays out of its lane until
+	// a newer revision arrives.
+	stale uint64
 }
 
 func (r *rec) final() bool { return r.d.State == queue.Delivered || r.d.State == queue.Dead }
@@ -364,7 +368,7 @@ func (m *mirror) drop(r *rec) {
 // settle puts r in its lane's heap exactly when it can be leased by time:
 // unfinished, not being claimed, and first of its order key.
 func (m *mirror) settle(r *rec) {
-	want := !r.final() && !r.claiming && r.lane != nil && m.recs[r.id] == r
+	want := !r.final() && !r.claiming && r.stale != r.rev && r.lane != nil && m.recs[r.id] == r
 	if want && r.inOrder {
 		q := m.orders[r.d.OrderKey]
 		want = len(q) > 0 && q[0] == r

@@ -154,6 +154,7 @@ type Queue struct {
 	done    chan struct{} // closed by Close
 	stop    context.CancelFunc
 	watchWG sync.WaitGroup
+	bg      sync.WaitGroup // refreshLater
 	once    sync.Once
 }
 
@@ -257,6 +258,7 @@ func (q *Queue) Close() error {
 	q.once.Do(func() { close(q.done) })
 	q.stop()
 	q.watchWG.Wait()
+	q.bg.Wait()
 	q.nc.Close()
 	return nil
 }
