@@ -40,6 +40,7 @@ type options struct {
 	keep                    bool
 	portBase                int
 	natsServer              string
+	natsReplicas            int
 }
 
 // envInt reads an integer environment variable, or def if unset or bad.
@@ -79,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.sinkDelay, "sink-latency", 0, "fixed latency the webhook sink adds before answering")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (queues, Caddy logs)")
 	natsServer := flag.String("nats-server", "", "nats-server binary for the S1nats row (default: on PATH or in GOBIN/GOPATH/bin; without one the row is left out of a full run)")
+	flag.IntVar(&o.natsReplicas, "nats-replicas", 1, "S1nats: 1 runs one nats-server; 3 runs a local three-server cluster with replicas 3")
 	portBase := flag.Int("port-base", envInt("CALLHOOK_BENCH_PORT_BASE", defaultPortBase), "first of the 100 ports on 127.0.0.1 the harness listens on (env CALLHOOK_BENCH_PORT_BASE)")
 	flag.Parse()
 	setPorts(*portBase)

@@ -13,7 +13,7 @@ var rowInfo = map[string]struct{ label, what string }{
 	"relay1":     {"relay-1", "bare Go relay, 1 JSON POST per event, in-memory queue, no durability"},
 	"relay5":     {"relay-5", "bare Go relay, the 5 S5 webhooks per event, no durability"},
 	"S1":         {"S1", "callhook, 1 signed JSON webhook per event"},
-	"S1nats":     {"S1 nats", "S1 with `queue nats` on a local nats-server (replicas 1, sync_interval always)"},
+	"S1nats":     {"S1 nats", "S1 with `queue nats` on local nats-server (sync_interval always; see notes for replicas)"},
 	"S5":         {"S5", "callhook, 5 webhooks per event (json, jsonrpc, form, xml, json; 5-8 params)"},
 }
 
