@@ -97,13 +97,7 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 	octx, cancel := q.opCtx(ctx)
 	defer cancel()
 	var hist []queue.Attempt
-	if a != nil {
-		var err error
-		if hist, err = q.history(octx, id); err != nil {
-			return q.fail(ctx, what, err)
-		}
-		hist = lastAttempts(append(hist, *a))
-	}
+	histRead := false
 	key := deliveryKey(id)
 	for try := 0; try < 4; try++ {
 		var d queue.Delivery
@@ -137,6 +131,18 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 		}
 		if d.State != queue.Leased || cur != nonce {
 			return fmt.Errorf("delivery %s: %w", id, queue.ErrStaleLease)
+		}
+		if a != nil && !histRead {
+			// A delivery without attempts in this life and never put back
+			// by hand has no history yet: no need to read it.
+			if d.AttemptCount > 0 || !d.RetriedAt.IsZero() {
+				var err error
+				if hist, err = q.history(octx, id); err != nil {
+					return q.fail(ctx, what, err)
+				}
+			}
+			hist = lastAttempts(append(hist, *a))
+			histRead = true
 		}
 		keep := change(&d, time.Now())
 		n := ""
