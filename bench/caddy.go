@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -188,4 +189,24 @@ func fetchHeapProfile(path string) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// loadConfig replaces the running Caddy's config (a Caddyfile) through the
+// admin endpoint, as `caddy reload` does.
+func loadConfig(caddyfile string) error {
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", portAdmin), strings.NewReader(caddyfile))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		return fmt.Errorf("%s: %s", res.Status, b)
+	}
+	return nil
 }

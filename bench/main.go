@@ -39,6 +39,8 @@ type options struct {
 	only                    []string
 	keep                    bool
 	portBase                int
+	natsServer              string
+	natsReplicas            int
 }
 
 // envInt reads an integer environment variable, or def if unset or bad.
@@ -51,7 +53,7 @@ func envInt(name string, def int) int {
 
 // rowNames are the rows of the table, in the order they run: baselines
 // first, so every callhook figure has its baseline from the same run.
-var rowNames = []string{"respond202", "relay1", "relay5", "S1", "S5", "SLOW"}
+var rowNames = []string{"respond202", "relay1", "relay5", "S1", "S1nats", "S5", "SLOW"}
 
 func main() {
 	var (
@@ -77,6 +79,8 @@ func main() {
 	flag.DurationVar(&o.profile, "profile", 20*time.Second, "CPU profile length taken from the Caddy admin endpoint during S1, S5 and SLOW (0: none)")
 	flag.DurationVar(&o.sinkDelay, "sink-latency", 0, "fixed latency the webhook sink adds before answering")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (queues, Caddy logs)")
+	natsServer := flag.String("nats-server", "", "nats-server binary for the S1nats row (default: on PATH or in GOBIN/GOPATH/bin; without one the row is left out of a full run)")
+	flag.IntVar(&o.natsReplicas, "nats-replicas", 1, "S1nats: 1 runs one nats-server; 3 runs a local three-server cluster with replicas 3")
 	portBase := flag.Int("port-base", envInt("CALLHOOK_BENCH_PORT_BASE", defaultPortBase), "first of the 100 ports on 127.0.0.1 the harness listens on (env CALLHOOK_BENCH_PORT_BASE)")
 	flag.Parse()
 	setPorts(*portBase)
@@ -101,6 +105,11 @@ func main() {
 	}
 	if o.only, err = parseOnly(*only); err != nil {
 		log.Fatalf("-only: %v", err)
+	}
+	o.natsServer = findNATSServer(*natsServer)
+	if o.natsServer == "" && strings.TrimSpace(*only) == "" {
+		o.only = slices.DeleteFunc(slices.Clone(o.only), func(n string) bool { return n == "S1nats" })
+		progress("S1nats left out: no nats-server on PATH or in GOBIN (go install github.com/nats-io/nats-server/v2@v2.15.2)")
 	}
 	if o.slowConns == 0 {
 		o.slowConns = o.conns

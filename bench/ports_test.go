@@ -6,7 +6,7 @@ import "testing"
 func TestSetPorts(t *testing.T) {
 	defer setPorts(defaultPortBase)
 	setPorts(12000)
-	all := append([]int{portCaddy, portAdmin, portRelay, portSinkSlow}, sinkPorts...)
+	all := append([]int{portCaddy, portAdmin, portRelay, portSinkSlow, portNATS}, sinkPorts...)
 	seen := map[int]bool{}
 	for _, p := range all {
 		if p < 12000 || p > 12099 || seen[p] {

@@ -26,6 +26,7 @@ var (
 func setPorts(base int) {
 	portCaddy, portAdmin, portRelay = base, base+1, base+2
 	portSinkS1, portSinkS5, portSinkSlow = base+10, base+11, base+16
+	portNATS = base + 20
 	sinkPorts = []int{portSinkS1, portSinkS5, portSinkS5 + 1, portSinkS5 + 2, portSinkS5 + 3, portSinkS5 + 4}
 }
 
@@ -133,28 +134,32 @@ func s5Webhooks() string {
 
 // caddyfileConfig is what differs between the Caddy configs of a run.
 type caddyfileConfig struct {
-	queueDir  string // "" for respond 202 (no callhook app)
-	workers   int
-	retention string // callhook's retention, "" for the default
-	site      string // the body of the site block
+	queueDir string // "" for respond 202 (no callhook app)
+	// queueBlock replaces the embedded queue (queue nats ...).
+	queueBlock string
+	workers    int
+	retention  string // callhook's retention, "" for the default
+	site       string // the body of the site block
 }
 
 // caddyfile is a complete Caddyfile: loopback only, no HTTPS, logs at ERROR
 // so logging does not dominate, the admin endpoint on portAdmin for pprof.
 func caddyfile(c caddyfileConfig) string {
 	var app string
-	if c.queueDir != "" {
+	if c.queueDir != "" || c.queueBlock != "" {
+		queue := c.queueBlock
+		if queue == "" {
+			queue = fmt.Sprintf("queue embedded {\n\t\t\tpath %s\n\t\t}", c.queueDir)
+		}
 		// per_destination = workers: the relay's workers are not capped
 		// per receiver either, and S1 has a single receiver.
 		app = fmt.Sprintf(`
 	callhook {
-		queue embedded {
-			path %s
-		}
+		%s
 		workers %d
 		per_destination %d
 		allow_destinations 127.0.0.1/32%s
-	}`, c.queueDir, c.workers, c.workers, retentionLine(c.retention))
+	}`, queue, c.workers, c.workers, retentionLine(c.retention))
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d

@@ -13,6 +13,7 @@ var rowInfo = map[string]struct{ label, what string }{
 	"relay1":     {"relay-1", "bare Go relay, 1 JSON POST per event, in-memory queue, no durability"},
 	"relay5":     {"relay-5", "bare Go relay, the 5 S5 webhooks per event, no durability"},
 	"S1":         {"S1", "callhook, 1 signed JSON webhook per event"},
+	"S1nats":     {"S1 nats", "S1 with `queue nats` on local nats-server (sync_interval always; see notes for replicas)"},
 	"S5":         {"S5", "callhook, 5 webhooks per event (json, jsonrpc, form, xml, json; 5-8 params)"},
 }
 
@@ -43,7 +44,7 @@ func (b *bench) table() string {
 		var base *result
 		var baseName string
 		switch name {
-		case "S1":
+		case "S1", "S1nats":
 			base, baseName = rel1, "relay-1"
 		case "S5":
 			base, baseName = rel5, "relay-5"
@@ -62,7 +63,7 @@ func (b *bench) table() string {
 				continue
 			}
 			cell := ms(l.P50) + " / " + ms(l.P99)
-			if name == "S1" && rel1 != nil && rel1.err == nil {
+			if (name == "S1" || name == "S1nats") && rel1 != nil && rel1.err == nil {
 				if bl, ok := rel1.lat[rate]; ok && bl.P99 > 0 {
 					cell += fmt.Sprintf(" (p99 %.2f× relay-1)", float64(l.P99)/float64(bl.P99))
 				}

@@ -45,6 +45,9 @@ type site struct {
 	queue string
 	// queueDir overrides the queue directory (default: home/queue).
 	queueDir string
+	// queueBlock, when set, replaces the whole queue line and block
+	// (queue nats ... { ... }); queue and queueDir are then unused.
+	queueBlock string
 	// hooks is the body of the callhook handler after `event after_call`.
 	hooks string
 	// routes are more handle blocks of the site, before the catch-all one
@@ -58,15 +61,16 @@ func (p *caddyProc) caddyfile(s site) string {
 	if dir == "" {
 		dir = filepath.Join(p.home, "queue")
 	}
+	queueBlock := fmt.Sprintf("queue embedded {\n\t\t\tpath %s\n\t\t\t%s\n\t\t}", dir, s.queue)
+	if s.queueBlock != "" {
+		queueBlock = s.queueBlock
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	auto_https off
 	persist_config off
 	callhook {
-		queue embedded {
-			path %s
-			%s
-		}
+		%s
 		allow_destinations 127.0.0.1/32
 		%s
 	}
@@ -89,7 +93,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, p.adminPort, dir, s.queue, s.globals, p.httpPort, s.routes, s.hooks)
+`, p.adminPort, queueBlock, s.globals, p.httpPort, s.routes, s.hooks)
 }
 
 // newCaddy prepares a process on portBase+offset (HTTP) and the port after

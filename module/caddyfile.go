@@ -31,7 +31,7 @@ func init() {
 // parseGlobalOption sets up the callhook app from the global option. Syntax:
 //
 //	callhook {
-//		queue <backend> [<args...>] { ... }   # default: embedded
+//		queue <backend> [<args...>] { ... }   # embedded (default) or nats <url>...
 //		workers <n>
 //		per_destination <n>
 //		allow_destinations <cidr|ip>...

@@ -83,8 +83,10 @@ type engine struct {
 	// hold a stop past drain_timeout.
 	pruneCtx    context.Context
 	cancelPrune context.CancelFunc
-	pruneDone   chan struct{}
-	pauseDone   chan struct{}
+	// pruneKick makes the prune run now: a reload changed the retention.
+	pruneKick chan struct{}
+	pruneDone chan struct{}
+	pauseDone chan struct{}
 }
 
 func newEngine(key string, b QueueBackend, s settings) (*engine, error) {
@@ -123,6 +125,7 @@ func newEngine(key string, b QueueBackend, s settings) (*engine, error) {
 		Observer: e,
 	})
 	e.pruneCtx, e.cancelPrune = context.WithCancel(context.Background())
+	e.pruneKick = make(chan struct{}, 1)
 	e.loadPauses()
 	e.applyLocked(s)
 	e.pool.Start()
@@ -163,7 +166,15 @@ func (e *engine) release(a *App) {
 // max_pending, retention, drain_timeout and the logger. It is the one place
 // settings reach a running engine. e.mu must be held.
 func (e *engine) applyLocked(s settings) {
+	retentionChanged := e.settings.retention != s.retention
 	e.settings = s
+	if retentionChanged && e.pruneKick != nil {
+		// A new retention applies now, not at the next 10-minute prune.
+		select {
+		case e.pruneKick <- struct{}{}:
+		default:
+		}
+	}
 	e.logs.set(s.logger.Core())
 	e.sender.SetGuard(s.guard)
 	e.sender.SetTLSProfiles(s.tlsProfiles)
@@ -257,6 +268,8 @@ func (e *engine) pruneLoop() {
 		case <-e.pruneCtx.Done():
 			t.Stop()
 			return
+		case <-e.pruneKick:
+			t.Stop()
 		case <-t.C:
 		}
 	}

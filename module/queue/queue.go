@@ -40,37 +40,40 @@
 //   - A backend may cap pending plus leased deliveries (max_pending): over
 //     the cap Enqueue stores nothing and returns ErrFull. Deliveries stored
 //     dead or delivered on arrival do not count.
-//   - Pauses are stored by the backend (SetPause) but applied by the holder,
-//     which passes them in every LeaseRequest.Paused.
+//   - Pauses are stored by the backend (SetPause) and applied by the
+//     holder, which passes them in every LeaseRequest.Paused; a backend
+//     shared by several holders (nodes) may also skip webhooks paused in
+//     its store, since a holder knows its own node's pauses first.
 //   - Close is idempotent, ends a waiting Lease, and makes every later call
 //     return ErrClosed.
-
+//
 // # Mapping onto NATS JetStream
 //
-// The contract is shaped so that a JetStream backend needs no other shape:
+// Package queue/nats implements the contract on one JetStream key-value
+// bucket (see its package doc for the details):
 //
-//   - Enqueue: one atomic batch publish (server 2.12+) of the event record and
-//     every delivery to a work-queue stream, subject
-//     <prefix>.work.<destination-hash>.<webhook-hash>; the dedup key is a
-//     create-only put with a TTL in a key-value bucket (not the stream's
-//     in-memory duplicate window), written before the batch and deleted if
-//     the batch fails. Dead-on-arrival deliveries go to the state bucket
-//     directly.
-//   - Lease: a pull consumer's Fetch with a max wait is the long poll; the
-//     lease is the consumer's AckWait, Extend is InProgress. Budgets and
-//     pauses are applied by the holder: a message it cannot take now is
-//     moved out of the ack-pending window (re-published with a schedule or
-//     kept in the state bucket) rather than NAKed with a delay, so it
-//     cannot stall the consumer. Token = stream sequence + delivery count.
-//   - Ack / Retry / Dead / Release: Ack the message and write the delivery's
-//     new state (and its attempt under a separate key) to key-value buckets
-//     with an expected revision, which fences stale holders; a retry after a
-//     delay is a scheduled re-publish (Nats-Schedule), never a bare Nak.
-//   - OrderKey: a key-value entry per order key naming the sequence of its
-//     head; later deliveries wait in the state bucket until it moves.
-//   - Store: the state bucket holds every delivery's record; listing reads
-//     per-index buckets (state, webhook, event, call_id, target); stats are
-//     the stream's and buckets' counters; pauses are a bucket of their own.
+//   - Enqueue: one atomic batch publish (server 2.12+) of the dedup key
+//     (create-only, with the dedup window as a per-message TTL, never the
+//     stream's in-memory duplicate window), the event and every delivery
+//     (each create-only, so a reused ID stores nothing). A batch refused on
+//     the dedup key answers with the first envelope's refs.
+//   - Lease: every node keeps an in-memory mirror of the bucket, fed by a
+//     watch, with lanes per (destination, webhook) as the embedded backend
+//     has; Lease skips blocked lanes in constant time and writes the chosen
+//     records as leased, each expecting the revision it read, so two nodes
+//     never both win. No consumer and no ack window is involved, so budgets,
+//     pauses and long retry delays cannot stall anything.
+//   - Token = a random lease nonce stored in the record, plus the ID;
+//     outcomes write the record expecting its revision while it still holds
+//     that nonce (the fencing), with the attempt history in the same atomic
+//     batch on a replicated bucket (right after it with replicas 1, where
+//     the server stages atomic batches in synced files). A retry's delay is the record's due time; a dead node's leases
+//     simply end and other nodes take the deliveries.
+//   - OrderKey: deliveries of a key are ordered by the revision JetStream
+//     assigned them (one sequence for the cluster); only the first
+//     unfinished one is leasable.
+//   - Store: Get reads the bucket; List and Stats read the mirror's indexes;
+//     pauses are records of the bucket, applied on every node.
 package queue
 
 import (

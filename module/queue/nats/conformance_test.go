@@ -1,0 +1,16 @@
+package nats
+
+import (
+	"testing"
+
+	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/queue/queuetest"
+)
+
+// TestConformance runs the backend contract's suite against an in-process
+// JetStream server.
+func TestConformance(t *testing.T) {
+	queuetest.Run(t, func(t *testing.T, dir string, o queuetest.Options) queue.Queue {
+		return openTest(t, dir, Options{MaxPending: o.MaxPending, DedupWindow: o.DedupWindow})
+	})
+}
