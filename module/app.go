@@ -37,7 +37,7 @@ const Version = delivery.Version
 // identity, so a reload that keeps the queue keeps them running.
 type App struct {
 	// Queue is the queue backend, a module in the `callhook.queues`
-	// namespace. Default: `embedded` (bbolt, under Caddy's data directory).
+	// namespace. Default: `embedded` (pebble, under Caddy's data directory).
 	QueueRaw json.RawMessage `json:"queue,omitempty" caddy:"namespace=callhook.queues inline_key=backend"`
 
 	// Workers is how many deliveries are attempted at once. Default: 64.
