@@ -265,7 +265,9 @@ func (q *Queue) Redeliver(ctx context.Context, nd *queue.Delivery) error {
 			return fmt.Errorf("delivery %s is %s: %w", nd.ID, rc.State, queue.ErrNotDead)
 		}
 		d := rc.Delivery
+		// A new rendering may name another receiver, and be ordered now.
 		d.Request, d.Policy = nd.Request, nd.Policy
+		d.Destination, d.OrderKey = nd.Destination, nd.OrderKey
 		revive(&d, time.Now())
 		p := put{key: deliveryKey(d.ID), val: encodeRecord(&d, "", 0), check: true, expect: rev}
 		nrev, err := q.write(octx, p)
