@@ -155,14 +155,8 @@ func compile(c Config) (*Webhook, error) {
 	}
 
 	var err error
-	if w.dates, err = mapping.ParseDateFormat(c.DateFormat); err != nil {
+	if w.dates, w.loc, err = datesAndZone(c.DateFormat, c.Timezone); err != nil {
 		return nil, err
-	}
-	w.loc = time.UTC
-	if c.Timezone != "" {
-		if w.loc, err = time.LoadLocation(c.Timezone); err != nil {
-			return nil, fmt.Errorf("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", c.Timezone)
-		}
 	}
 
 	names := make([]string, 0, len(c.Params))
@@ -362,4 +356,20 @@ func parseURL(raw string, params []string) (t template, dots bool, err error) {
 // cannot be ordered: that is its case.
 func checkDelivery(c Config) error {
 	return nil
+}
+
+// datesAndZone parses a date format and a timezone, as webhooks and replies
+// take them.
+func datesAndZone(format, zone string) (mapping.DateFormat, *time.Location, error) {
+	dates, err := mapping.ParseDateFormat(format)
+	if err != nil {
+		return dates, nil, err
+	}
+	loc := time.UTC
+	if zone != "" {
+		if loc, err = time.LoadLocation(zone); err != nil {
+			return dates, nil, fmt.Errorf("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", zone)
+		}
+	}
+	return dates, loc, nil
 }

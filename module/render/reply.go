@@ -95,14 +95,8 @@ func compileReply(c ReplyConfig) (*Reply, error) {
 		r.encoder, _ = encoders.Lookup(format)
 	}
 	var err error
-	if r.dates, err = mapping.ParseDateFormat(c.DateFormat); err != nil {
+	if r.dates, r.loc, err = datesAndZone(c.DateFormat, c.Timezone); err != nil {
 		return nil, err
-	}
-	r.loc = time.UTC
-	if c.Timezone != "" {
-		if r.loc, err = time.LoadLocation(c.Timezone); err != nil {
-			return nil, fmt.Errorf("unknown timezone %q: use an IANA name such as Europe/Kyiv or UTC", c.Timezone)
-		}
 	}
 	names := make([]string, 0, len(c.Params))
 	for _, p := range c.Params {
