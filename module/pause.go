@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
 )
@@ -94,7 +95,11 @@ func (e *engine) Outcome(d *queue.Delivery, r delivery.Result, final string, nex
 	if after <= 0 || time.Since(since) < after {
 		return
 	}
-	e.pauseWebhook(d.Target, d.Webhook, since, fmt.Sprintf("every attempt failed for %s (disable_after %s); last error: %s", time.Since(since).Round(time.Second), after, r.Reason))
+	// The reason is logged, stored with the pause and shown by the admin
+	// API and the dashboard: redacted like every outcome reason (a
+	// receiver's Location can carry credentials).
+	reason := redact.For(d).Text(r.Reason)
+	e.pauseWebhook(d.Target, d.Webhook, since, fmt.Sprintf("every attempt failed for %s (disable_after %s); last error: %s", time.Since(since).Round(time.Second), after, reason))
 }
 
 // disableAfter is a webhook's disable_after in the running config.
