@@ -540,8 +540,8 @@ func eventNotFound(e *engine, id string) error {
 	return apiError(http.StatusNotFound, "no event %s: it is not stored (events are kept for the retention of %s once their deliveries are delivered)", id, e.retention())
 }
 
-// recoveryError is queueError for the recovery operations, which also say
-// when an operation is not available in this build.
+// recoveryError is queueError for the recovery operations, with their
+// conflicts (409).
 func recoveryError(err error, doing string) error {
 	var (
 		ae caddy.APIError
@@ -552,8 +552,6 @@ func recoveryError(err error, doing string) error {
 		return err
 	case errors.As(err, &ce):
 		return apiError(http.StatusConflict, "%s", ce.msg)
-	case errors.Is(err, errors.ErrUnsupported):
-		return apiError(http.StatusNotImplemented, "%s: %v", doing, err)
 	case errors.Is(err, queue.ErrNotDead):
 		return apiError(http.StatusConflict, "%s: %v", doing, err)
 	}
