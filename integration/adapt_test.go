@@ -74,7 +74,8 @@ func TestExamples(t *testing.T) {
 }
 
 // TestLoadErrors: configs that would misbehave fail at adapt or validate,
-// with a message that names the webhook, what is wrong and the line.
+// with a message that names the webhook, what is wrong and the line of the
+// option at fault (the webhook's own line only when no option is).
 func TestLoadErrors(t *testing.T) {
 	hook := func(body string) string {
 		return "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://example.com/x\n" + body + "\n\t\t}\n\t}\n}\n"
@@ -92,13 +93,13 @@ func TestLoadErrors(t *testing.T) {
 		{"bad event", hook("\t\t\ton hangup"), []string{"unknown event \"hangup\"", "Caddyfile:9"}},
 		{"bad date format", hook("\t\t\tdate_format YYYY-MM-DD"), []string{"formats no date or time component", "Caddyfile:9"}},
 		{"bad timezone", hook("\t\t\ttimezone Mars/Olympus"), []string{"unknown timezone", "Caddyfile:9"}},
-		{"bad xml name", hook("\t\t\tformat xml\n\t\t\tparam \"agent id\" call.agent_id"), []string{"webhook w", "agent id", "Caddyfile:6"}},
+		{"bad xml name", hook("\t\t\tformat xml\n\t\t\tparam \"agent id\" call.agent_id"), []string{"webhook w", "agent id", "Caddyfile:10"}},
 		{"json leaf and prefix", hook("\t\t\tparam agent call.agent_id\n\t\t\tparam agent.id call.agent_id"), []string{"webhook w", "agent", "Caddyfile:6"}},
-		{"unknown url param", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://example.com/{param.nope}\n\t\t}\n\t}\n}\n", []string{"webhook w", "{param.nope}", "Caddyfile:6"}},
-		{"bad url scheme", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl ftp://example.com/x\n\t\t}\n\t}\n}\n", []string{"webhook w", "http or https", "Caddyfile:6"}},
-		{"forbidden header", hook("\t\t\theader Host evil.example.com"), []string{"webhook w", "header Host cannot be set", "Caddyfile:6"}},
-		{"webhook header", hook("\t\t\theader webhook-id x"), []string{"webhook-id", "Caddyfile:6"}},
-		{"get with json", hook("\t\t\tmethod GET"), []string{"method GET sends no body", "Caddyfile:6"}},
+		{"unknown url param", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://example.com/{param.nope}\n\t\t}\n\t}\n}\n", []string{"webhook w", "{param.nope}", "Caddyfile:8"}},
+		{"bad url scheme", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl ftp://example.com/x\n\t\t}\n\t}\n}\n", []string{"webhook w", "http or https", "Caddyfile:8"}},
+		{"forbidden header", hook("\t\t\theader Host evil.example.com"), []string{"webhook w", "header Host cannot be set", "Caddyfile:9"}},
+		{"webhook header", hook("\t\t\theader webhook-id x"), []string{"webhook-id", "Caddyfile:9"}},
+		{"get with json", hook("\t\t\tmethod GET"), []string{"method GET sends no body", "Caddyfile:9"}},
 		{"backoff order", hook("\t\t\tbackoff 1h 1s"), []string{"shorter than the first", "Caddyfile:9"}},
 		{"no events", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\turl https://example.com/x\n\t\t}\n\t}\n}\n", []string{"webhook w", "no events", "Caddyfile:6"}},
 		{"duplicate names", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl https://a.example/x\n\t\t}\n\t\twebhook w {\n\t\t\ton before_call\n\t\t\turl https://a.example/x\n\t\t}\n\t}\n}\n", []string{"webhook name w is used twice"}},
@@ -107,13 +108,13 @@ func TestLoadErrors(t *testing.T) {
 		{"bad field", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tfield phone data.x\n\t}\n}\n", []string{"field phone: not a canonical call field", "Caddyfile:6"}},
 		{"bad input", "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\tinput asterisk\n\t}\n}\n", []string{"unknown input preset \"asterisk\"", "Caddyfile:6"}},
 		{"bad allow", "{\n\tcallhook {\n\t\tallow_destinations 10.0.0.0/33\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"allow_destinations", "10.0.0.0/33", "Caddyfile:3"}},
-		{"loopback url", urlHook("", "http://127.0.0.1:8080/x"), []string{"webhook w", "url host 127.0.0.1 is loopback", "allow_destinations", "Caddyfile:8"}},
-		{"localhost url", urlHook("", "http://localhost/x"), []string{"webhook w", "url host localhost is loopback", "allow_destinations", "Caddyfile:8"}},
-		{"metadata url", urlHook("", "http://169.254.169.254/latest"), []string{"cloud metadata", "allow_destinations", "Caddyfile:8"}},
-		{"private url outside allow", urlHook("allow_destinations 10.1.0.0/16", "https://10.2.0.1/x"), []string{"url host 10.2.0.1 is private", "allow_destinations", "Caddyfile:8"}},
-		{"sync with ordered", syncCfg("\t\t\tordered", ""), []string{"webhook crm: sync and ordered cannot be combined", "Caddyfile:6"}},
-		{"sync timeout", syncCfg("\t\t\ttimeout 31s", ""), []string{"webhook crm: timeout 31s is more than 30s", "Caddyfile:6"}},
-		{"sync retried", syncCfg("\t\t\tmax_attempts 3", ""), []string{"webhook crm: max_attempts: a sync webhook is called once", "Caddyfile:6"}},
+		{"loopback url", urlHook("", "http://127.0.0.1:8080/x"), []string{"webhook w", "url host 127.0.0.1 is loopback", "allow_destinations", "Caddyfile:10"}},
+		{"localhost url", urlHook("", "http://localhost/x"), []string{"webhook w", "url host localhost is loopback", "allow_destinations", "Caddyfile:10"}},
+		{"metadata url", urlHook("", "http://169.254.169.254/latest"), []string{"cloud metadata", "allow_destinations", "Caddyfile:10"}},
+		{"private url outside allow", urlHook("allow_destinations 10.1.0.0/16", "https://10.2.0.1/x"), []string{"url host 10.2.0.1 is private", "allow_destinations", "Caddyfile:10"}},
+		{"sync with ordered", syncCfg("\t\t\tordered", ""), []string{"webhook crm: sync and ordered cannot be combined", "Caddyfile:8"}},
+		{"sync timeout", syncCfg("\t\t\ttimeout 31s", ""), []string{"webhook crm: timeout 31s is more than 30s", "Caddyfile:10"}},
+		{"sync retried", syncCfg("\t\t\tmax_attempts 3", ""), []string{"webhook crm: max_attempts: a sync webhook is called once", "Caddyfile:10"}},
 		{"reply unknown sync", syncCfg("", "\t\treply before_call {\n\t\t\tparam ext \"sync.crn?.json ?? ''\"\n\t\t}"), []string{"reply before_call: sync.crn names no webhook", "crm", "Caddyfile:11"}},
 		{"reply async webhook", syncCfg("", "\t\twebhook log {\n\t\t\ton before_call\n\t\t\turl https://log.example/r\n\t\t}\n\t\treply before_call {\n\t\t\tparam ext \"sync.log?.json ?? ''\"\n\t\t}"), []string{"sync.log: webhook log is not a sync webhook", "Caddyfile:15"}},
 		{"reply without sync webhook", syncCfg("", "\t\treply after_call {\n\t\t\tparam ext \"'1'\"\n\t\t}"), []string{"reply after_call: no sync webhook handles after_call", "Caddyfile:11"}},

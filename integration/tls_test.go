@@ -254,13 +254,13 @@ func TestTLSLoadErrors(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", name, err, tt.want)
 		}
 	}
-	// https_only: an http:// URL is refused at adapt, with the line
+	// https_only: an http:// URL is refused at adapt, with the url's line
 	src := "{\n\tcallhook {\n\t\thttps_only\n\t}\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl http://crm.example/x\n\t\t}\n\t}\n}\n"
-	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "https_only") || !strings.Contains(err.Error(), "Caddyfile:8") {
+	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "https_only") || !strings.Contains(err.Error(), "Caddyfile:10") {
 		t.Errorf("https_only: %v", err)
 	}
 	src = "{\n\tcallhook\n}\n:8080 {\n\tcallhook {\n\t\twebhook w {\n\t\t\ton after_call\n\t\t\turl http://crm.example/x\n\t\t\ttls {\n\t\t\t\tca " + caFile + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
-	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "only applies to https") {
+	if _, err := adapt(t, "Caddyfile", []byte(src)); err == nil || !strings.Contains(err.Error(), "only applies to https") || !strings.Contains(err.Error(), "Caddyfile:9") {
 		t.Errorf("tls on http: %v", err)
 	}
 	// the same from JSON

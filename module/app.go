@@ -329,7 +329,7 @@ func (c loadChecks) check(hook *render.Webhook) error {
 		}
 	}
 	if c.httpsOnly && hook.Scheme() != "https" {
-		return fmt.Errorf("webhook %s: the url is not https, and the callhook app has https_only; use an https:// URL", hook.Name())
+		return fmt.Errorf("webhook %s: url: not https, and the callhook app has https_only; use an https:// URL", hook.Name())
 	}
 	return nil
 }

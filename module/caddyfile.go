@@ -3,6 +3,7 @@ package callhook
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -189,11 +190,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	type located struct {
-		file string
-		line int
-	}
-	var hookLines, replyLines []located
+	var (
+		hookLines, replyLines []located
+		hookOptions           []optionLines
+	)
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "target", "event", "token", "date_format", "timezone", "input":
@@ -309,12 +309,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			replyLines = append(replyLines, located{file, line})
 		case "webhook":
 			file, line := d.File(), d.Line()
-			w, err := parseWebhook(d)
+			w, opts, err := parseWebhook(d)
 			if err != nil {
 				return err
 			}
 			h.Webhooks = append(h.Webhooks, w)
 			hookLines = append(hookLines, located{file, line})
+			hookOptions = append(hookOptions, opts)
 		default:
 			return d.Errf("unknown callhook subdirective %q: expected target, event, token, verify, allow_sources, date_format, timezone, passthrough, max_body, input, field, dedup, dedup_window, webhook or reply", opt)
 		}
@@ -344,7 +345,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = w.checkTLSScheme(hook)
 		}
 		if err != nil {
-			return fmt.Errorf("%v, at %s:%d", err, hookLines[i].file, hookLines[i].line)
+			at := hookOptions[i].at(w.Name, hookLines[i], err.Error())
+			return fmt.Errorf("%v, at %s:%d", err, at.file, at.line)
 		}
 		hooks = append(hooks, hook)
 	}
@@ -366,17 +368,75 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseWebhook(d *caddyfile.Dispenser) (Webhook, error) {
-	var w Webhook
-	if !d.AllArgs(&w.Name) {
-		return w, d.Errf("webhook needs exactly one name: webhook <name> { ... }")
+// optionLines maps a webhook's options ("url", "format", "param NAME",
+// "header NAME", ...) to where they are written, so that an error found
+// only once the whole webhook is known names the line of the option at
+// fault, not the webhook's first line.
+type optionLines map[string]located
+
+type located struct {
+	file string
+	line int
+}
+
+// at is where an error about reason points: the option it names, else the
+// webhook itself.
+func (l optionLines) at(webhook string, whole located, reason string) located {
+	if at, ok := l[webhookOption(webhook, reason, slices.Collect(maps.Keys(l)))]; ok {
+		return at
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		if err := parseWebhookOption(d, &w, d.Val()); err != nil {
-			return w, err
+	return whole
+}
+
+// webhookOption names which of a webhook's options (as keyed in
+// optionLines) a load error is about, or "" for the webhook as a whole.
+// Errors read "webhook X: param Y: ...", "webhook X: header \"H\" ...",
+// "webhook X: url host ...", "webhook X: encoding the json body: ...": the
+// longest option the reason starts with wins, so "param agent id" beats
+// "param agent".
+func webhookOption(webhook, reason string, options []string) string {
+	rest := strings.TrimPrefix(reason, "webhook "+webhook+": ")
+	if strings.HasPrefix(rest, "encoding ") {
+		rest = "format" + rest[len("encoding"):]
+	}
+	best := ""
+	for _, opt := range options {
+		forms := []string{opt}
+		if kind, name, ok := strings.Cut(opt, " "); ok {
+			forms = append(forms, kind+" "+strconv.Quote(name))
+		}
+		for _, f := range forms {
+			after, ok := strings.CutPrefix(rest, f)
+			if ok && (after == "" || after[0] == ' ' || after[0] == ':') && len(opt) > len(best) {
+				best = opt
+			}
 		}
 	}
-	return w, nil
+	return best
+}
+
+func parseWebhook(d *caddyfile.Dispenser) (Webhook, optionLines, error) {
+	var w Webhook
+	if !d.AllArgs(&w.Name) {
+		return w, nil, d.Errf("webhook needs exactly one name: webhook <name> { ... }")
+	}
+	lines := optionLines{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt, at := d.Val(), located{d.File(), d.Line()}
+		if err := parseWebhookOption(d, &w, opt); err != nil {
+			return w, nil, err
+		}
+		switch {
+		case opt == "param" && len(w.Params) > 0:
+			opt += " " + w.Params[len(w.Params)-1].Name
+		case opt == "header" && len(w.Headers) > 0:
+			opt += " " + w.Headers[len(w.Headers)-1].Name
+		}
+		if _, seen := lines[opt]; !seen {
+			lines[opt] = at
+		}
+	}
+	return w, lines, nil
 }
 
 func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {

@@ -537,21 +537,13 @@ func (l webhookLines) locate(target, webhook, reason string) string {
 	if l == nil {
 		return ""
 	}
-	rest := strings.TrimPrefix(reason, "webhook "+webhook+": ")
-	var opt string
-	switch {
-	case strings.HasPrefix(rest, "param "), strings.HasPrefix(rest, "header "):
-		kind, after, _ := strings.Cut(rest, " ")
-		name, _, _ := strings.Cut(after, ":")
-		opt = kind + " " + name
-	case strings.HasPrefix(rest, "when"):
-		opt = "when"
-	case strings.HasPrefix(rest, "url"):
-		opt = "url"
-	case strings.HasPrefix(rest, "encoding"):
-		opt = "format"
+	var options []string
+	for k := range l {
+		if k[0] == target && k[1] == webhook && k[2] != "" {
+			options = append(options, k[2])
+		}
 	}
-	if at, ok := l[[3]string{target, webhook, opt}]; ok {
+	if at, ok := l[[3]string{target, webhook, webhookOption(webhook, reason, options)}]; ok {
 		return at
 	}
 	return l[[3]string{target, webhook, ""}]

@@ -35,7 +35,7 @@ type WebhookTLS struct {
 // where it would silently do nothing.
 func (w Webhook) checkTLSScheme(hook *render.Webhook) error {
 	if w.TLS != nil && hook.Scheme() != "https" {
-		return fmt.Errorf("webhook %s: a tls block only applies to https:// URLs; use https or remove the block", w.Name)
+		return fmt.Errorf("webhook %s: tls: the block only applies to https:// URLs; use an https url or remove the block", w.Name)
 	}
 	return nil
 }
