@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -290,13 +289,6 @@ func TestSecretsNotInErrors(t *testing.T) {
 func TestConformanceCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster conformance in -short mode")
-	}
-	// Known flake, about 1 run in 7: Restart/Close sometimes sees fewer
-	// records after a reopen on a 3-node cluster (the mirror's initial load
-	// ends early?). The single-server suite and the fault scenarios on real
-	// 3-node clusters run every time; this one on request until it is fixed.
-	if os.Getenv("CALLHOOK_NATS_CLUSTER_CONFORMANCE") == "" {
-		t.Skip("set CALLHOOK_NATS_CLUSTER_CONFORMANCE=1: a known flake in Restart/Close on a cluster, see the comment")
 	}
 	urls := startCluster(t, 3)
 	queuetest.Run(t, func(t *testing.T, dir string, o queuetest.Options) queue.Queue {

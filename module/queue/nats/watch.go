@@ -13,13 +13,24 @@ import (
 var watchedKeys = []string{kDelivery + ">", kEvent + ">", kPause + ">"}
 
 // startWatch loads the mirror (it returns once the watch has delivered every
-// current record) and keeps it up to date in the background until wctx ends.
+// record written before it was called) and keeps it up to date in the
+// background until wctx ends.
+//
+// The watch's "initial values done" marker is not enough on a cluster: the
+// watch's consumer counts what is pending on whichever server it lands on,
+// and a follower may not yet hold writes its leader has acknowledged. So
+// the stream leader is asked first for the newest sequence of each watched
+// key range, and loading ends once the watch has come that far as well.
 func (q *Queue) startWatch(ctx, wctx context.Context) error {
+	target, err := q.lastWatchedRevision(ctx)
+	if err != nil {
+		return err
+	}
 	w, err := q.kv.WatchFiltered(wctx, slices.Clone(watchedKeys))
 	if err != nil {
 		return err
 	}
-	for loaded := false; !loaded; {
+	for marker := false; !marker || q.watchedUpTo() < target; {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -27,7 +38,7 @@ func (q *Queue) startWatch(ctx, wctx context.Context) error {
 				return errors.New("the watch ended while loading")
 			}
 			if e == nil {
-				loaded = true
+				marker = true
 				continue
 			}
 			q.applyEntry(e)
@@ -39,6 +50,33 @@ func (q *Queue) startWatch(ctx, wctx context.Context) error {
 	q.watchWG.Add(1)
 	go q.watch(wctx, w)
 	return nil
+}
+
+// lastWatchedRevision is the newest stream sequence among the watched keys,
+// read from the stream leader (the stream has no direct get), 0 if none.
+func (q *Queue) lastWatchedRevision(ctx context.Context) (uint64, error) {
+	s, err := q.js.Stream(ctx, streamConfig(q.bucket, 1).Name)
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	for _, k := range watchedKeys {
+		m, err := s.GetLastMsgForSubject(ctx, "$KV."+q.bucket+"."+k)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			return 0, err
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
+func (q *Queue) watchedUpTo() uint64 {
+	q.m.mu.Lock()
+	defer q.m.mu.Unlock()
+	return q.m.watchRev
 }
 
 func (q *Queue) applyEntry(e jetstream.KeyValueEntry) {
