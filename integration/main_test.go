@@ -6,6 +6,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,6 +37,13 @@ func TestMain(m *testing.M) {
 	httpPort = envPort("CALLHOOK_TEST_HTTP_PORT", 9080)
 	caddytest.Default.AdminPort = adminPort
 	caddyBase = fmt.Sprintf("http://localhost:%d", httpPort)
+	// Caddy replaces its admin server at every /load and its HTTP server at
+	// every reload, closing the old one's idle connections. A POST that
+	// picked such a connection from the pool fails with "broken pipe" or EOF
+	// (Go retries only idempotent requests), so under load a test would fail
+	// on its own plumbing. Every request here (and caddytest's /load, which
+	// uses the default transport too) dials afresh.
+	http.DefaultTransport.(*http.Transport).DisableKeepAlives = true
 	code := m.Run()
 	stopBrowser()
 	os.RemoveAll(dir)

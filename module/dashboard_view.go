@@ -37,6 +37,7 @@ var dashboardPages = func() map[string]*template.Template {
 		"excerpt":    excerpt,
 		"ms":         func(f float64) string { return fmt.Sprintf("%.1f ms", f) },
 		"q":          withQuery,
+		"dead":       deadDeliveries[int],
 	}
 	pages := map[string]*template.Template{}
 	names, err := fs.Glob(dashboardFiles, "dashboard/*.html")
@@ -149,15 +150,24 @@ func flash(q url.Values) string {
 	case "resumed":
 		return "Resumed: the webhook's deliveries are sent again."
 	case "retried_all":
-		msg := "Retried " + digits(n) + " dead deliveries."
+		msg := "Retried " + deadDeliveries(digits(n)) + "."
 		if s := digits(skipped); s != "0" {
 			msg += " Skipped " + s + " that still fail to render with the running config (fix the config, reload, and retry again, or delete them)."
 		}
 		return msg
 	case "deleted_all":
-		return "Deleted " + digits(n) + " dead deliveries."
+		return "Deleted " + deadDeliveries(digits(n)) + "."
 	}
 	return ""
+}
+
+// deadDeliveries is "1 dead delivery" or "N dead deliveries".
+func deadDeliveries[N int | string](n N) string {
+	s := fmt.Sprint(n)
+	if s == "1" {
+		return "1 dead delivery"
+	}
+	return s + " dead deliveries"
 }
 
 // digits keeps a count from the query as a number, nothing else.

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,40 @@ type Limiter struct {
 	// inflight counts attempts by webhook, limited or not, so a limit set
 	// while attempts run counts them.
 	inflight map[string]int
+	// watchers are told when limits or pauses change: a pool's lease that
+	// is waiting was asked with the old ones and must be asked again, or
+	// a webhook paused meanwhile would still be leased (and a resumed one
+	// wait out the long poll).
+	watchers map[int]func()
+	nextID   int
+}
+
+// watch calls f (outside the limiter's lock) after every change of limits
+// or pauses, until the returned function is called.
+func (l *Limiter) watch(f func()) (stop func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watchers == nil {
+		l.watchers = map[int]func(){}
+	}
+	id := l.nextID
+	l.nextID++
+	l.watchers[id] = f
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.watchers, id)
+	}
+}
+
+// changedUnlock tells the watchers of a change. Called with l.mu held; it
+// unlocks before calling them.
+func (l *Limiter) changedUnlock() {
+	fs := slices.Collect(maps.Values(l.watchers))
+	l.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 type hookLimit struct {
@@ -48,7 +83,7 @@ func NewLimiter() *Limiter {
 // unchanged keeps its bucket (a reload does not grant a fresh burst).
 func (l *Limiter) SetLimits(limits map[string]WebhookLimit) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.changedUnlock()
 	next := make(map[string]*hookLimit, len(limits))
 	for k, lim := range limits {
 		if lim.Rate <= 0 && lim.Concurrency <= 0 {
@@ -71,12 +106,16 @@ func (l *Limiter) SetLimits(limits map[string]WebhookLimit) {
 // SetPaused pauses or resumes a webhook.
 func (l *Limiter) SetPaused(key string, paused bool) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	if l.paused[key] == paused {
+		l.mu.Unlock()
+		return
+	}
 	if paused {
 		l.paused[key] = true
 	} else {
 		delete(l.paused, key)
 	}
+	l.changedUnlock()
 }
 
 // Paused reports whether a webhook is paused.

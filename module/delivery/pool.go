@@ -102,6 +102,8 @@ type Pool struct {
 	stopped     bool
 	// cancelLease ends the dispatcher's waiting lease call.
 	cancelLease context.CancelFunc
+	// unwatch ends Start's subscription to changes of limits and pauses.
+	unwatch func()
 
 	// leaseTimeout is the lease's share for the attempt; a delivery with a
 	// longer timeout extends its lease before it is sent.
@@ -186,8 +188,23 @@ func (p *Pool) Start() {
 		return
 	}
 	p.started = true
+	if p.limits != nil {
+		p.unwatch = p.limits.watch(p.askAgain)
+	}
 	p.wg.Add(1)
 	go p.dispatch()
+}
+
+// askAgain ends the waiting lease call, asked with budgets or pauses that
+// no longer hold, so that the dispatcher asks again at once.
+func (p *Pool) askAgain() {
+	p.mu.Lock()
+	cancel := p.cancelLease
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	p.Notify()
 }
 
 // Notify says new work may be due now. It never blocks; calls coalesce.
@@ -211,7 +228,12 @@ func (p *Pool) Stop(ctx context.Context) error {
 			p.cancelLease()
 		}
 	}
+	unwatch := p.unwatch
+	p.unwatch = nil
 	p.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -377,12 +399,8 @@ func (p *Pool) finished(d *queue.Delivery) {
 			delete(p.byDest, dest)
 		}
 	}
-	cancel := p.cancelLease
 	p.mu.Unlock()
-	if cancel != nil {
-		cancel() // the waiting lease was asked with budgets that just grew
-	}
-	p.Notify()
+	p.askAgain() // the waiting lease was asked with budgets that just grew
 }
 
 // attemptNumber is the number of the attempt about to be made in the

@@ -500,3 +500,29 @@ func TestPoolLogsRedactedReason(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 }
+
+// TestPoolPauseAppliesToTheWaitingLease: a pause or resume made while the
+// dispatcher waits in a long poll applies at once. The waiting lease was
+// asked with the old pauses; without asking again, a delivery queued for a
+// just-paused webhook would be sent (and a resumed one would wait out the
+// poll).
+func TestPoolPauseAppliesToTheWaitingLease(t *testing.T) {
+	var hits atomic.Int64
+	srv := server(t, func(w http.ResponseWriter, r *http.Request, _ <-chan struct{}) { hits.Add(1) })
+	limits := NewLimiter()
+	env := startPool(t, PoolOptions{Workers: 2, Limits: limits})
+	time.Sleep(100 * time.Millisecond) // the dispatcher is in its long poll
+	d := newDelivery("p1", srv.URL, srv.URL, fastPolicy)
+	limits.SetPaused(d.WebhookKey(), true)
+	env.q.add(d)
+	time.Sleep(700 * time.Millisecond)
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("a delivery of a paused webhook was sent %d times", n)
+	}
+	resumed := time.Now()
+	limits.SetPaused(d.WebhookKey(), false)
+	env.waitState(t, "p1", queue.Delivered)
+	if waited := time.Since(resumed); waited > maxIdle/2 {
+		t.Errorf("after the resume the delivery waited %s, as if the long poll ran out first", waited)
+	}
+}
