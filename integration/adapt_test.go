@@ -134,6 +134,8 @@ func TestLoadErrors(t *testing.T) {
 		{"ordered with a value", hook("\t\t\tordered yes"), []string{"ordered takes no value", "Caddyfile:9"}},
 		{"short secret_key", "{\n\tcallhook {\n\t\tsecret_key abc\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"secret_key is 3 characters", "Caddyfile:3"}},
 		{"unknown global option", "{\n\tcallhook {\n\t\tworkerz 4\n\t}\n}\n:8080 {\n\trespond 200\n}\n", []string{"unknown callhook option \"workerz\"", "Caddyfile:3"}},
+		// inside handle, Caddy appends the block's own location after callhook's
+		{"inside handle", "{\n\tcallhook\n}\n:8080 {\n\thandle /hooks/* {\n\t\tcallhook {\n\t\t\twebhook w {\n\t\t\t\ton after_call\n\t\t\t\turl https://example.com/{param.nope}\n\t\t\t}\n\t\t}\n\t}\n}\n", []string{"{param.nope}", "at Caddyfile:9, at Caddyfile:12"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
