@@ -1,12 +1,14 @@
 package callhook
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/callhook/caddy-callhook/encoders"
 	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/mapping"
 )
@@ -56,12 +58,12 @@ func (h *Handler) dedupKey(ev *intake.Event) (string, error) {
 		if v == nil {
 			return "", nil
 		}
-		b, err := json.Marshal(v)
-		if err != nil {
+		var b bytes.Buffer
+		if err := encoders.WriteJSON(&b, v); err != nil {
 			return "", fmt.Errorf("dedup: the value cannot be hashed: %v", err)
 		}
 		sum.Write([]byte("expr\x00"))
-		sum.Write(b)
+		sum.Write(b.Bytes())
 	} else {
 		// json.Marshal writes map keys sorted and struct fields in order,
 		// so equal events give equal bytes.
@@ -77,8 +79,9 @@ func (h *Handler) dedupKey(ev *intake.Event) (string, error) {
 				rest[k] = v
 			}
 		}
-		data, err := json.Marshal(rest)
-		if err != nil {
+		// (sorted keys, as json.Marshal writes them, without its reflection)
+		var data bytes.Buffer
+		if err := encoders.WriteJSON(&data, rest); err != nil {
 			return "", fmt.Errorf("dedup: %v", err)
 		}
 		sum.Write([]byte("content\x00"))
@@ -86,7 +89,7 @@ func (h *Handler) dedupKey(ev *intake.Event) (string, error) {
 		sum.Write([]byte{0})
 		sum.Write(call)
 		sum.Write([]byte{0})
-		sum.Write(data)
+		sum.Write(data.Bytes())
 	}
 	// target and event stay readable; the rest is the digest.
 	return hashIfLong(h.Target) + "\x00" + ev.Name + "\x00" + hex.EncodeToString(sum.Sum(nil)), nil
