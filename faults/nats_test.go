@@ -28,8 +28,11 @@ import (
 const portsNATS = 80
 
 // natsBase is the first of the ports the NATS servers listen on (client,
-// cluster and monitoring ports of three servers, ten per scenario).
-var natsBase = 14200
+// cluster and monitoring ports of three servers, ten per scenario): 14200
+// by default, and moved with CALLHOOK_FAULTS_PORT_BASE like the Caddy
+// ports, so that two runs of the suite on one machine do not join each
+// other's clusters.
+func natsBase() int { return portBase + 4700 }
 
 func natsServerBinary(t *testing.T) string {
 	t.Helper()
@@ -82,7 +85,7 @@ type natsProc struct {
 func natsCluster(t *testing.T, scenario int) []*natsProc {
 	t.Helper()
 	bin := natsServerBinary(t)
-	base := natsBase + 10*scenario
+	base := natsBase() + 10*scenario
 	var routes []string
 	for i := range 3 {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", base+3+i))
