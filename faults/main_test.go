@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // soak enables the long-running soak scenario (TestSoak); 0 skips it.
@@ -72,12 +73,7 @@ func caddyBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(buildDir, "caddy")
-		cmd := exec.Command("go", "build", "-o", binPath, "./xcaddy")
-		cmd.Dir = ".." // the module root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building caddy with callhook (go build -o caddy ./xcaddy): %v\n%s", err, out)
-		}
+		buildErr = caddyproc.Build("..", binPath) // ".." is the module root
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
