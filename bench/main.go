@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // options are the harness's flags.
@@ -181,7 +183,7 @@ func run(o options) error {
 		bin = filepath.Join(tmp, "caddy")
 		progress("building caddy from %s/xcaddy", o.repo)
 		t := time.Now()
-		if err := buildCaddy(o.repo, bin); err != nil {
+		if err := caddyproc.Build(o.repo, bin); err != nil {
 			return err
 		}
 		progress("built in %s", time.Since(t).Round(time.Second))

@@ -102,8 +102,8 @@ func (b *bench) s1NATS(r *result) error {
 		if err != nil {
 			return err
 		}
-		defer ns.stop(10 * time.Second)
-		if err := waitListening(ns, fmt.Sprintf("127.0.0.1:%d", portNATS+i), 30*time.Second); err != nil {
+		defer ns.Stop(10 * time.Second)
+		if err := ns.WaitListening(30*time.Second, fmt.Sprintf("127.0.0.1:%d", portNATS+i)); err != nil {
 			return err
 		}
 	}
@@ -120,7 +120,7 @@ func (b *bench) s1NATS(r *result) error {
 	if err != nil {
 		return err
 	}
-	defer p.stop(30 * time.Second)
+	defer p.Stop(30 * time.Second)
 	r.note("%d nats-server on 127.0.0.1, replicas %d, sync_interval always", n, n)
 	return b.measure(r, p, b.url(portCaddy), "S1nats", 1, true, "S1nats")
 }

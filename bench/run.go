@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // bench holds one run: its options, the sink and every row's result.
@@ -99,17 +101,17 @@ func (b *bench) respond202(r *result) error {
 	if err != nil {
 		return err
 	}
-	defer p.stop(10 * time.Second)
+	defer p.Stop(10 * time.Second)
 	g := newGenerator(b.url(portCaddy), b.stamp+"-r-", b.o.conns)
 	defer g.close()
 	g.closedLoop(b.o.conns, 2*time.Second, nil, nil) // warm up
 
-	cpu0, err := procCPU(p.pid())
+	cpu0, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
 	res := g.closedLoop(b.o.conns, b.o.duration, nil, nil)
-	cpu1, err := procCPU(p.pid())
+	cpu1, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -138,8 +140,8 @@ func (b *bench) relay(r *result, mode string, perEvent int, latency bool) error 
 	if err != nil {
 		return err
 	}
-	defer p.stop(10 * time.Second)
-	if err := waitListening(p, fmt.Sprintf("127.0.0.1:%d", portRelay), 30*time.Second); err != nil {
+	defer p.Stop(10 * time.Second)
+	if err := p.WaitListening(30*time.Second, fmt.Sprintf("127.0.0.1:%d", portRelay)); err != nil {
 		return err
 	}
 	return b.measure(r, p, b.url(portRelay), "relay-"+mode, perEvent, latency, "")
@@ -156,14 +158,14 @@ func (b *bench) callhook(r *result, name, webhooks string, perEvent int, latency
 	if err != nil {
 		return err
 	}
-	defer p.stop(30 * time.Second)
+	defer p.Stop(30 * time.Second)
 	return b.measure(r, p, b.url(portCaddy), name, perEvent, latency, name)
 }
 
 // measure runs the throughput phase (closed loop, then every delivery
 // waited for) and, if latency, the open-loop phases; profile names the CPU
 // profile to take from the admin endpoint ("" for none).
-func (b *bench) measure(r *result, p *process, url, name string, perEvent int, latency bool, profile string) error {
+func (b *bench) measure(r *result, p *caddyproc.Proc, url, name string, perEvent int, latency bool, profile string) error {
 	sk := b.sink
 	g := newGenerator(url, b.stamp+"-"+name+"-", max(b.o.conns, 64))
 	defer g.close()
@@ -172,10 +174,10 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 	sk.reset()
 	warm := g.closedLoop(8, 2*time.Second, nil, nil)
 	if warm.OK == 0 {
-		return fmt.Errorf("warm-up: no event was accepted (%d refused, %d failed)\n%s", warm.Refused, warm.Failed, p.logTail())
+		return fmt.Errorf("warm-up: no event was accepted (%d refused, %d failed)\n%s", warm.Refused, warm.Failed, p.LogTail(logTailBytes))
 	}
 	if got, _ := sk.waitFor(warm.OK*int64(perEvent), time.Minute); got < warm.OK*int64(perEvent) {
-		return fmt.Errorf("warm-up: %d of %d deliveries arrived within a minute\n%s", got, warm.OK*int64(perEvent), p.logTail())
+		return fmt.Errorf("warm-up: %d of %d deliveries arrived within a minute\n%s", got, warm.OK*int64(perEvent), p.LogTail(logTailBytes))
 	}
 	sk.reset()
 
@@ -187,7 +189,7 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 			b.saveProfile(profile, "throughput")
 		}()
 	}
-	cpu0, err := procCPU(p.pid())
+	cpu0, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -196,7 +198,7 @@ func (b *bench) measure(r *result, p *process, url, name string, perEvent int, l
 	during := sk.count()
 	want := res.OK * int64(perEvent)
 	got, last := sk.waitFor(want, b.o.drainTimeout)
-	cpu1, err := procCPU(p.pid())
+	cpu1, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -282,7 +284,7 @@ func (b *bench) slow(r *result) error {
 	if err != nil {
 		return err
 	}
-	defer p.stop(30 * time.Second)
+	defer p.Stop(30 * time.Second)
 	store := filepath.Join(queueDir, "queue")
 	s := &slowResult{}
 	r.slow = s
@@ -292,7 +294,7 @@ func (b *bench) slow(r *result) error {
 	sk.reset()
 	warm := g.closedLoop(8, 2*time.Second, nil, nil)
 	if got, _ := sk.waitFor(warm.OK, time.Minute); warm.OK == 0 || got < warm.OK {
-		return fmt.Errorf("warm-up: %d of %d deliveries arrived\n%s", got, warm.OK, p.logTail())
+		return fmt.Errorf("warm-up: %d of %d deliveries arrived\n%s", got, warm.OK, p.LogTail(logTailBytes))
 	}
 	// "Empty": open, with the warm-up's few deliveries delivered.
 	s.emptyMiB = float64(dirSize(store)) / (1 << 20)
@@ -328,7 +330,7 @@ func (b *bench) slow(r *result) error {
 			if ok.Load() < points[next] {
 				continue
 			}
-			if m, err := sampleMemory(p.pid(), ok.Load(), time.Since(growStart)); err == nil {
+			if m, err := sampleMemory(p.Pid(), ok.Load(), time.Since(growStart)); err == nil {
 				m.point = points[next]
 				s.samples = append(s.samples, m)
 				progress("SLOW: depth %d: heap %s, RssAnon %s, RssFile %s", m.depth, mib(m.heap.HeapAlloc), mib(uint64(m.mem.RSSAnon)), mib(uint64(m.mem.RSSFile)))
@@ -346,12 +348,12 @@ func (b *bench) slow(r *result) error {
 		prof.Add(1)
 		go func() { defer prof.Done(); b.saveProfile("SLOW", "grow") }()
 	}
-	cpu0, err := procCPU(p.pid())
+	cpu0, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
 	res := g.closedLoop(b.o.slowConns, 24*time.Hour, &ok, func(n int64) bool { return n >= target })
-	cpu1, err := procCPU(p.pid())
+	cpu1, err := procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -364,7 +366,7 @@ func (b *bench) slow(r *result) error {
 		s.ingestCPU = (cpu1 - cpu0).Seconds() / float64(res.OK) * 1000
 	}
 	noteLoad(r, res)
-	if m, err := sampleMemory(p.pid(), res.OK, time.Since(growStart)); err == nil {
+	if m, err := sampleMemory(p.Pid(), res.OK, time.Since(growStart)); err == nil {
 		m.point = target
 		s.samples = append(s.samples, m)
 		progress("SLOW: depth %d: heap %s, RssAnon %s, RssFile %s", m.depth, mib(m.heap.HeapAlloc), mib(uint64(m.mem.RSSAnon)), mib(uint64(m.mem.RSSFile)))
@@ -383,14 +385,14 @@ func (b *bench) slow(r *result) error {
 		prof.Add(1)
 		go func() { defer prof.Done(); b.saveProfile("SLOW", "drain") }()
 	}
-	cpu0, err = procCPU(p.pid())
+	cpu0, err = procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
 	released := time.Now()
 	sk.resume()
 	got, last := sk.waitFor(res.OK, b.o.drainTimeout)
-	cpu1, err = procCPU(p.pid())
+	cpu1, err = procCPU(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -405,7 +407,7 @@ func (b *bench) slow(r *result) error {
 	if n := sk.held503.Load(); n > 0 {
 		r.note("%d held attempts timed out (503) and were retried", n)
 	}
-	if m, err := sampleMemory(p.pid(), 0, time.Since(growStart)); err == nil {
+	if m, err := sampleMemory(p.Pid(), 0, time.Since(growStart)); err == nil {
 		s.afterDrain = &m
 	}
 	progress("SLOW: drained %d deliveries at %.0f/s", got, s.drain)
@@ -416,7 +418,7 @@ func (b *bench) slow(r *result) error {
 	// back: reload with a one-second retention (the reload runs the prune
 	// at once), then wait until the directory is within 2x of empty or has
 	// stopped shrinking for a while.
-	if err := loadConfig(slowConfig(slowRetention.String())); err != nil {
+	if err := admin().Load(slowConfig(slowRetention.String())); err != nil {
 		return fmt.Errorf("reloading SLOW with retention %s: %v", slowRetention, err)
 	}
 	low, still := dirSize(store), 0
