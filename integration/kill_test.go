@@ -2,58 +2,24 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // buildCaddy builds the repository's Caddy (./xcaddy) into dir.
 func buildCaddy(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "../xcaddy")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("building caddy: %v", err)
+	if err := caddyproc.Build("..", bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
-}
-
-// startBinary runs a built Caddy with its config and data under home.
-func startBinary(t *testing.T, bin, home, config string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(home, "data"), "XDG_CONFIG_HOME="+filepath.Join(home, "config"), "HOME="+home)
-	logf, err := os.OpenFile(filepath.Join(home, "caddy.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logf.Close() })
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("caddy never listened on %s", addr)
 }
 
 // TestKill9 shows that every event answered 202 is delivered after the
@@ -102,8 +68,20 @@ http://%s {
 }
 `, addr, rc.URL, rc.URL)), 0o600)
 
-	cmd := startBinary(t, bin, home, config)
-	waitListening(t, addr)
+	o := caddyproc.Caddy(bin, config, home)
+	o.ErrorTail = 4000
+	p := caddyproc.New(o)
+	t.Cleanup(func() {
+		if p.Running() {
+			_ = p.Kill()
+		}
+	})
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitListening(60*time.Second, addr); err != nil {
+		t.Fatal(err)
+	}
 	const events = 100
 	accepted := map[string]bool{}
 	for i := 0; i < events; i++ {
@@ -119,13 +97,14 @@ http://%s {
 			accepted[d.ID] = true
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
 	upAt := time.Now()
 	up.Store(true)
-	startBinary(t, bin, home, config)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
 
 	deadline := time.Now().Add(60 * time.Second)
 	delivered := map[string]int{}
@@ -154,15 +133,7 @@ http://%s {
 		}
 	}
 	if missing > 0 {
-		log, _ := os.ReadFile(filepath.Join(home, "caddy.log"))
-		t.Fatalf("%d of %d accepted deliveries never arrived after kill -9 and restart\n%s", missing, len(accepted), tail(log, 4000))
+		t.Fatalf("%d of %d accepted deliveries never arrived after kill -9 and restart\n%s", missing, len(accepted), p.LogTail(4000))
 	}
 	t.Logf("kill -9: %d deliveries accepted, all delivered after restart (%d requests in all, incl. retries before the kill)", len(accepted), len(rc.got()))
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
