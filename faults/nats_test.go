@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // The NATS scenarios run a three-server JetStream cluster (real nats-server
@@ -70,14 +71,10 @@ func fileExists(p string) bool {
 // natsProc is one nats-server process of a cluster, restartable on the same
 // store directory and ports.
 type natsProc struct {
+	*caddyproc.Proc
 	t      *testing.T
-	bin    string
-	conf   string
-	log    string
 	client int
 	mon    int
-	cmd    *exec.Cmd
-	exited chan struct{}
 }
 
 // natsCluster starts three JetStream servers clustered on 127.0.0.1 and
@@ -93,8 +90,14 @@ func natsCluster(t *testing.T, scenario int) []*natsProc {
 	var ps []*natsProc
 	for i := range 3 {
 		dir := t.TempDir()
-		p := &natsProc{t: t, bin: bin, conf: filepath.Join(dir, "nats.conf"), log: filepath.Join(dir, "nats.log"),
-			client: base + i, mon: base + 6 + i}
+		confFile := filepath.Join(dir, "nats.conf")
+		p := &natsProc{t: t, client: base + i, mon: base + 6 + i, Proc: caddyproc.New(caddyproc.Options{
+			Name:      fmt.Sprintf("nats-server n%d", i),
+			Command:   []string{bin, "-c", confFile},
+			Home:      dir,
+			Log:       filepath.Join(dir, "nats.log"),
+			ErrorTail: 3000,
+		})}
 		conf := fmt.Sprintf(`server_name: n%d
 listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
@@ -108,23 +111,18 @@ cluster {
 	routes: [%s]
 }
 `, i, p.client, p.mon, filepath.Join(dir, "js"), base+3+i, strings.Join(routes, ", "))
-		if err := os.WriteFile(p.conf, []byte(conf), 0o600); err != nil {
+		if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		ps = append(ps, p)
 	}
 	t.Cleanup(func() {
 		for _, p := range ps {
-			if p.running() {
-				p.cmd.Process.Kill()
-				<-p.exited
+			if p.Running() {
+				_ = p.Proc.Kill()
 			}
 			if t.Failed() {
-				b, _ := os.ReadFile(p.log)
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("last lines of nats-server log %s:\n%s", p.log, b)
+				t.Logf("last lines of nats-server log %s:\n%s", p.LogPath(), p.LogTail(3000))
 			}
 		}
 	})
@@ -139,48 +137,13 @@ cluster {
 
 func (p *natsProc) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", p.client) }
 
-func (p *natsProc) running() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 func (p *natsProc) start() {
 	p.t.Helper()
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := p.Proc.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, "-c", p.conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		p.t.Fatalf("starting nats-server: %v", err)
-	}
-	logf.Close()
-	p.cmd = cmd
-	exited := make(chan struct{})
-	p.exited = exited
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.client), time.Second); err == nil {
-			c.Close()
-			return
-		}
-		if !p.running() || time.Now().After(deadline) {
-			p.t.Fatalf("nats-server on %d did not listen within 30s", p.client)
-		}
-		time.Sleep(30 * time.Millisecond)
+	if err := p.WaitListening(30*time.Second, fmt.Sprintf("127.0.0.1:%d", p.client)); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -205,10 +168,9 @@ func (p *natsProc) waitHealthy() {
 
 func (p *natsProc) kill9() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		p.t.Fatalf("kill -9 nats-server: %v", err)
+	if err := p.Proc.Kill(); err != nil {
+		p.t.Fatal(err)
 	}
-	<-p.exited
 }
 
 // natsSite is a site whose queue is the cluster's, shared by every node.
