@@ -125,9 +125,10 @@ func startDashboardFixture(t *testing.T) *dashboardFixture {
 				on after_call
 				url %[5]s/r
 				param call_id call.call_id
-				# every attempt fails (3xx): its second failure pauses it,
-				# so the overview has a webhook to resume
-				disable_after 1ms
+				# every attempt fails (3xx): its second failure, sent
+				# 600ms after the first, pauses it, so the overview has
+				# a webhook to resume
+				disable_after 500ms
 			}
 			webhook slow {
 				on after_call
@@ -170,14 +171,17 @@ func startDashboardFixture(t *testing.T) *dashboardFixture {
 			fx.ids[call][d.Webhook] = d.ID
 		}
 	}
-	// redir pauses itself at its second failure (disable_after 1ms), if
-	// that failure ends at least 1ms after the first: c-2 is sent once
-	// c-1's redir delivery is dead. c-3 is sent once redir is paused, so
-	// that its redir delivery always waits, pending, for the resume (sent
-	// with the others, it would be dead or pending depending on whether a
-	// worker had leased it before the pause).
+	// redir pauses itself at its second failure (disable_after 500ms):
+	// c-2 is sent 600ms after c-1's redir delivery is dead, so c-2's
+	// failure is the one that pauses it (with a shorter disable_after, two
+	// failures can end too close together to pause, or a worker slow to
+	// report the first can pause it at once). c-3 is sent once redir is
+	// paused, so that its redir delivery always waits, pending, for the
+	// resume (sent with the others, it would be dead or pending depending
+	// on whether a worker had leased it before the pause).
 	post(1, `{"call_id":"c-1","note":"api_key=`+planted["event data"]+`"}`)
 	waitState(t, fx.ids["c-1"]["redir"], "dead")
+	time.Sleep(600 * time.Millisecond)
 	post(2, `{"call_id":"c-2","duration":10}`)
 	waitStats(t, func(s adminStats) bool {
 		return s.Delivered == 3 && s.Leased == 2 && s.Dead == 5 && s.Pending == 2
@@ -482,7 +486,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Resume: every paused webhook on the overview has a Resume button.
 	must("opening the overview", chromedp.Do(ctx, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.ID("webhooks"))))
-	// webhook redir paused itself (disable_after 1ms, every attempt a 3xx).
+	// webhook redir paused itself (disable_after 500ms, every attempt a 3xx).
 	// Its receiver is fixed first: the deliveries that waited behind the
 	// pause (c-3's and the replayed event's) must then be delivered.
 	must("finding the paused webhook", chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`ul.paused button`))))
