@@ -240,10 +240,34 @@ func TestReloadThatFailsToStartKeepsSettings(t *testing.T) {
 			t.Fatalf("attempt %d: after a failed reload workers = %d, want the running config's 4", i, st.Workers)
 		}
 		id := fmt.Sprintf("after-failed-%d", i)
-		if status, ans := postJSON(t, "/calls/after_call", fmt.Sprintf(`{"call_id":%q}`, id)); status != 202 {
-			t.Fatalf("status %d: %s", status, ans.Error)
+		if status, body := postAsPBX(t, "/calls/after_call", fmt.Sprintf(`{"call_id":%q}`, id)); status != 202 && status != 200 {
+			t.Fatalf("status %d: %s", status, body)
 		}
 		waitLog(t, logA, deliveredMsg, id)
+	}
+}
+
+// postAsPBX posts an event and, as a PBX does, posts it again when the
+// connection breaks before an answer. Caddy's servers share their
+// listener across a reload: a server of the refused config can accept a
+// connection just before it is stopped (at once, with the tests'
+// grace_period 1ns), which resets it. A repeat of an accepted event is
+// answered 200.
+func postAsPBX(t *testing.T, path, body string) (int, string) {
+	t.Helper()
+	for try := 1; ; try++ {
+		res, err := http.Post(caddyBase+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			if try < 3 {
+				t.Logf("POST %s: %v; posting again", path, err)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b)
 	}
 }
 
