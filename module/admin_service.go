@@ -194,15 +194,7 @@ func (s *adminService) retry(ctx context.Context, id string) (*queue.Delivery, e
 // stateError explains why an action on one dead delivery failed: 404 for
 // an unknown one, 409 (saying what state it is in) for one not dead.
 func (s *adminService) stateError(ctx context.Context, e *engine, id string, err error, done string) error {
-	var (
-		ae caddy.APIError
-		ce *conflictError
-	)
 	switch {
-	case errors.As(err, &ae):
-		return err
-	case errors.As(err, &ce):
-		return apiError(http.StatusConflict, "%s", ce.msg)
 	case errors.Is(err, queue.ErrNotFound):
 		return deliveryError(e, id, err)
 	case errors.Is(err, queue.ErrNotDead):
@@ -216,7 +208,7 @@ func (s *adminService) stateError(ctx context.Context, e *engine, id string, err
 		}
 		return notDead(d, done)
 	}
-	return queueError(err, "delivery "+id)
+	return recoveryError(err, "delivery "+id)
 }
 
 // deadCount previews an action on the dead deliveries matching f.
