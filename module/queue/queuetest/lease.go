@@ -19,15 +19,27 @@ func testLease(t *testing.T, open Opener) {
 		soon := h.put1(dl{NextAttempt: later})
 		h.put1(dl{NextAttempt: time.Now().Add(time.Hour)})
 
-		h.wantLeased(h.drain(queue.LeaseRequest{}), past, now)
+		ls := h.drain(queue.LeaseRequest{})
+		// A drain that ended after soon was due (a loaded machine) may have
+		// leased it too; see leaseWhenDue.
+		var got []queue.Lease
+		if i := slices.IndexFunc(ls, func(l queue.Lease) bool { return l.Delivery.ID == soon.ID }); i >= 0 {
+			got, ls = ls[i:i+1], slices.Delete(ls, i, i+1)
+			if time.Now().Before(later.Add(-timeTol)) {
+				t.Fatalf("leased %s %v before its NextAttempt", soon.ID, time.Until(later))
+			}
+		}
+		h.wantLeased(ls, past, now)
 		// The scheduled one is handed out by a long poll once it is due,
 		// not before, and without waiting for the whole Wait.
 		start := time.Now()
-		ls := h.lease(queue.LeaseRequest{Wait: 3 * time.Second})
-		h.wantLeased(ls, soon)
-		if time.Now().Before(later.Add(-timeTol)) {
-			t.Errorf("leased %s %v before its NextAttempt", soon.ID, later.Sub(time.Now()))
+		if got == nil {
+			got = h.lease(queue.LeaseRequest{Wait: 3 * time.Second})
+			if time.Now().Before(later.Add(-timeTol)) {
+				t.Errorf("leased %s %v before its NextAttempt", soon.ID, time.Until(later))
+			}
 		}
+		h.wantLeased(got, soon)
 		if el := time.Since(start); el > 2*time.Second {
 			t.Errorf("long poll took %v to hand out a delivery that became due after 400ms", el)
 		}

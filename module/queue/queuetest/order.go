@@ -32,12 +32,9 @@ func testOrder(t *testing.T, open Opener) {
 		}
 
 		// Retrying: the head keeps its place even though the next is due.
-		h.retry(l1, time.Now().Add(300*time.Millisecond), "503")
-		if ls := h.drain(queue.LeaseRequest{}); len(ls) != 0 {
-			t.Fatalf("leased %v while the head of its order key is retrying", short(leaseIDs(ls)))
-		}
-		ls = h.lease(queue.LeaseRequest{Wait: 3 * time.Second})
-		h.wantLeased(ls, a1)
+		due := time.Now().Add(300 * time.Millisecond)
+		h.retry(l1, due, "503")
+		ls = h.leaseWhenDue(due, a1)
 		// Released: still the head.
 		h.release(ls[0], time.Now())
 		l1 = h.leaseOne(a1.ID, longLease)
@@ -63,13 +60,11 @@ func testOrder(t *testing.T, open Opener) {
 
 	t.Run("EnqueueOrderOverDueTime", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
-		x1 := h.put1(dl{OrderKey: "k", NextAttempt: time.Now().Add(300 * time.Millisecond)})
+		due := time.Now().Add(300 * time.Millisecond)
+		x1 := h.put1(dl{OrderKey: "k", NextAttempt: due})
 		x2 := h.put1(dl{OrderKey: "k"})
-		if ls := h.drain(queue.LeaseRequest{}); len(ls) != 0 {
-			t.Fatalf("leased %v before the head of its order key was due", short(leaseIDs(ls)))
-		}
-		ls := h.lease(queue.LeaseRequest{Wait: 3 * time.Second})
-		h.wantLeased(ls, x1)
+		// x2 is due at once but behind x1: nothing is leased before x1 is due.
+		ls := h.leaseWhenDue(due, x1)
 		h.ack(ls[0])
 		h.leaseOne(x2.ID, longLease)
 	})

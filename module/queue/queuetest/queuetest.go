@@ -489,6 +489,29 @@ func sortedIDs(ds ...*queue.Delivery) []string {
 	return ids
 }
 
+// leaseWhenDue checks that want, scheduled for due, is not leased before
+// it and is then handed out by a long poll. A drain that ends after due (a
+// loaded machine: a CI run once took over 300 ms to enqueue one delivery)
+// cannot tell early from on time, so what it leased then counts as the
+// long poll's; a drain that ends before due must lease nothing.
+func (h *harness) leaseWhenDue(due time.Time, want ...*queue.Delivery) []queue.Lease {
+	h.t.Helper()
+	early := func(ls []queue.Lease) {
+		h.t.Helper()
+		if len(ls) > 0 && time.Now().Before(due.Add(-timeTol)) {
+			h.t.Fatalf("leased %v %v before %v was due, want nothing yet", short(leaseIDs(ls)), time.Until(due).Round(time.Millisecond), short(sortedIDs(want...)))
+		}
+	}
+	ls := h.drain(queue.LeaseRequest{})
+	early(ls)
+	if len(ls) == 0 {
+		ls = h.lease(queue.LeaseRequest{Wait: 3 * time.Second})
+		early(ls)
+	}
+	h.wantLeased(ls, want...)
+	return ls
+}
+
 func (h *harness) wantLeased(ls []queue.Lease, want ...*queue.Delivery) {
 	h.t.Helper()
 	if got, w := leaseIDs(ls), sortedIDs(want...); !slices.Equal(got, w) {
