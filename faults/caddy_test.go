@@ -133,8 +133,23 @@ func (p *caddyProc) start(s site) {
 	p.restart()
 }
 
+// startListening is start, waiting only until Caddy listens, not until
+// callhook accepts events (its queue may not be reachable yet).
+func (p *caddyProc) startListening(s site) {
+	p.t.Helper()
+	if err := os.WriteFile(p.config, []byte(p.caddyfile(s)), 0o600); err != nil {
+		p.t.Fatal(err)
+	}
+	p.run(false)
+}
+
 // restart runs Caddy again on the Caddyfile last written by start.
 func (p *caddyProc) restart() {
+	p.t.Helper()
+	p.run(true)
+}
+
+func (p *caddyProc) run(waitReady bool) {
 	p.t.Helper()
 	if p.running() {
 		p.t.Fatal("restart: caddy is still running")
@@ -150,6 +165,9 @@ func (p *caddyProc) restart() {
 	// no tail of it.
 	if err := p.proc.WaitListening(60*time.Second, fmt.Sprintf("127.0.0.1:%d", p.adminPort), fmt.Sprintf("127.0.0.1:%d", p.httpPort)); err != nil {
 		p.t.Fatal(err)
+	}
+	if !waitReady {
+		return
 	}
 	if err := p.waitReady(); err != nil {
 		p.t.Fatal(err)

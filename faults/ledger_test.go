@@ -103,6 +103,12 @@ func (l *ledger) repost(why string) {
 	l.mu.Unlock()
 }
 
+func (l *ledger) repostCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reposts
+}
+
 // repostReasons says why posts were repeated, most frequent first.
 func (l *ledger) repostReasons() string {
 	l.mu.Lock()

@@ -81,6 +81,25 @@ type natsProc struct {
 // waits until JetStream answers on each.
 func natsCluster(t *testing.T, scenario int) []*natsProc {
 	t.Helper()
+	ps := natsClusterDown(t, scenario)
+	startCluster(ps)
+	return ps
+}
+
+// startCluster starts the servers and waits until JetStream answers on each.
+func startCluster(ps []*natsProc) {
+	for _, p := range ps {
+		p.start()
+	}
+	for _, p := range ps {
+		p.waitHealthy()
+	}
+}
+
+// natsClusterDown sets up three clustered JetStream servers without
+// starting them.
+func natsClusterDown(t *testing.T, scenario int) []*natsProc {
+	t.Helper()
 	bin := natsServerBinary(t)
 	base := natsBase() + 10*scenario
 	var routes []string
@@ -126,12 +145,6 @@ cluster {
 			}
 		}
 	})
-	for _, p := range ps {
-		p.start()
-	}
-	for _, p := range ps {
-		p.waitHealthy()
-	}
 	return ps
 }
 
@@ -397,4 +410,58 @@ func TestNATSReceiverOutageNodeDies(t *testing.T) {
 	tl := waitDelivered(led, natsDrain, rc)
 	verify(t, "nats_receiver_outage_node_dies", led, tl, rc)
 	summary(t, "nats_receiver_outage_node_dies", tl, fmt.Sprintf(" nodes=3 killed=1 reposts=%d requests=%d", led.reposts, tl.requests))
+}
+
+// TestNATSNodeStartsBeforeNATS: a Caddy node boots while its whole NATS
+// cluster is down, as after a power cut that brings the edge back first.
+// Caddy starts and serves; callhook answers 503 (JSON, Retry-After) and
+// accepts nothing until the cluster is up, then opens its queue by itself
+// and accepts and delivers every event, with no restart.
+func TestNATSNodeStartsBeforeNATS(t *testing.T) {
+	const events, clients = 120, 4
+	ns := natsClusterDown(t, 4)
+	rc := newSink(t, okReply)
+	node := newCaddy(t, portsNATS)
+	node.startListening(natsSite(ns, hook("crm", rc.url())+hook("erp", rc.url(), "method PUT")))
+
+	status, a, h, err := newPoster(t, node.base(), newLedger()).post("natsboot-early", 0)
+	if err != nil || status != http.StatusServiceUnavailable || !strings.Contains(a.Error, "retry later") || h.Get("Retry-After") == "" {
+		t.Fatalf("event posted while NATS is down: status %d, error %q, Retry-After %q, %v; want a JSON 503 with Retry-After",
+			status, a.Error, h.Get("Retry-After"), err)
+	}
+
+	led := newLedger()
+	sp := newSpread(t, led, []*caddyProc{node})
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := c; i < events; i += clients {
+				if err := sp.send(fmt.Sprintf("natsboot-%d", i), time.Now().Add(2*time.Minute)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second) // the clients are answered 503 meanwhile
+	if n := led.eventCount(); n != 0 {
+		t.Fatalf("%d events accepted while NATS was down", n)
+	}
+	startCluster(ns)
+	t.Logf("NATS cluster started after %d posts answered 503", led.repostCount())
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if led.reposts == 0 {
+		t.Errorf("no post was answered 503 while NATS was down")
+	}
+	tl := waitDelivered(led, natsDrain, rc)
+	verify(t, "nats_node_starts_before_nats", led, tl, rc)
+	if tl.accepted != 2*events {
+		t.Errorf("%d deliveries accepted for %d events with 2 webhooks each", tl.accepted, events)
+	}
+	summary(t, "nats_node_starts_before_nats", tl, fmt.Sprintf(" nodes=1 reposts=%d (%s) requests=%d", led.reposts, led.repostReasons(), tl.requests))
 }

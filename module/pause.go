@@ -117,6 +117,10 @@ func (e *engine) disableAfter(target, webhook string) time.Duration {
 type pauses struct {
 	mu sync.Mutex
 	m  map[string]queue.Pause // by queue.WebhookKey
+	// unreachable is set once a read failed because the queue could not
+	// be reached, so that an outage is logged once, not every refresh (the
+	// queue says when it is back).
+	unreachable bool
 }
 
 // setLocked applies one webhook's pause (p != nil) or its end to the
@@ -172,11 +176,15 @@ func (e *engine) loadPauses() {
 	defer cancel()
 	ps, err := e.q.Pauses(ctx)
 	if err != nil {
-		if !errors.Is(err, queue.ErrClosed) && e.pruneCtx.Err() == nil {
-			e.logger.Error("cannot read paused webhooks from the queue; will try again shortly", zap.Error(err))
+		quiet := errors.Is(err, queue.ErrClosed) || e.pruneCtx.Err() != nil ||
+			errors.Is(err, queue.ErrUnavailable) && e.paused.unreachable
+		if !quiet {
+			e.logger.Error("cannot read paused webhooks from the queue; will try again every 5s", zap.Error(err))
 		}
+		e.paused.unreachable = e.paused.unreachable || errors.Is(err, queue.ErrUnavailable)
 		return
 	}
+	e.paused.unreachable = false
 	stored := make(map[string]bool, len(ps))
 	for _, p := range ps {
 		key := queue.WebhookKey(p.Target, p.Webhook)

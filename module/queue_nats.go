@@ -206,7 +206,8 @@ func (q *NATSQueue) Key() string {
 	return "nats:" + strings.Join(urls, ",") + "/" + stream + "#" + hex.EncodeToString(h.Sum(nil)[:6])
 }
 
-// Open connects to NATS, creates or checks the bucket and loads it.
+// Open connects to NATS, creates or checks the bucket and loads it, or
+// keeps trying in the background while NATS cannot be reached.
 func (q *NATSQueue) Open(logger *zap.Logger) (queue.Queue, error) {
 	var opts []natsgo.Option
 	switch {
@@ -238,7 +239,10 @@ func (q *NATSQueue) Open(logger *zap.Logger) (queue.Queue, error) {
 	if h, err := os.Hostname(); err == nil {
 		name += " on " + h
 	}
-	return natsq.Open(natsq.Options{
+	// A node that boots before NATS still serves its sites: callhook
+	// answers 503 until the queue opens (OpenOrWait); a config that can
+	// never work is still a start error.
+	return natsq.OpenOrWait(natsq.Options{
 		URLs: q.urls, Bucket: q.Stream, Replicas: q.Replicas, MaxPending: q.MaxPending,
 		DedupWindow: dedupWindow, ConnectOptions: opts, Name: name, Logger: logger,
 	})

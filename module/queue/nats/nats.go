@@ -161,6 +161,11 @@ type Queue struct {
 // Open connects, creates or checks the bucket, loads the mirror and starts
 // the watch. It returns once the mirror holds every record.
 func Open(o Options) (*Queue, error) {
+	return open(context.Background(), o)
+}
+
+// open is Open, given up when ctx ends.
+func open(ctx context.Context, o Options) (*Queue, error) {
 	if len(o.URLs) == 0 {
 		return nil, errors.New("nats queue: no server URL")
 	}
@@ -228,7 +233,7 @@ func Open(o Options) (*Queue, error) {
 		nc.Close()
 		return nil, fmt.Errorf("nats queue: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := q.setup(ctx, o.Replicas); err != nil {
 		nc.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -375,5 +376,116 @@ func TestLeaseCancelledMidClaimDropsNothing(t *testing.T) {
 	}
 	if s, _ := q.Stats(ctx); acked != n || s.Leased != 0 {
 		t.Fatalf("acked %d of %d; %d left leased by nobody (Stats %+v)", acked, n, s.Leased, s)
+	}
+}
+
+// freePort returns a port on 127.0.0.1 nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A node whose NATS server is down when it starts starts anyway: every
+// call answers ErrUnavailable (ingest 503) until the server is up, then the
+// queue opens by itself, with the cap set meanwhile.
+func TestOpenOrWaitStartsBeforeServer(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	start := time.Now()
+	q, err := OpenOrWait(Options{URLs: []string{fmt.Sprintf("nats://127.0.0.1:%d", port)}, Bucket: bucketFor(dir)})
+	if err != nil {
+		t.Fatalf("OpenOrWait with the server down: %v, want a queue that waits", err)
+	}
+	defer q.Close()
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("OpenOrWait with the server down took %v", el)
+	}
+	ctx := t.Context()
+	_, err = q.Enqueue(ctx, env("w1", dlv("w", "", "")))
+	if !errors.Is(err, queue.ErrUnavailable) || !strings.Contains(err.Error(), "no servers available") {
+		t.Fatalf("Enqueue before the server is up: %v, want ErrUnavailable saying why", err)
+	}
+	if _, err := q.Stats(ctx); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("Stats before the server is up: %v, want ErrUnavailable", err)
+	}
+	lstart := time.Now()
+	if ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 1, Lease: time.Minute, Wait: 300 * time.Millisecond}); err != nil || len(ls) != 0 {
+		t.Fatalf("Lease before the server is up: %v, %v; want an empty long poll", ls, err)
+	}
+	if el := time.Since(lstart); el < 250*time.Millisecond {
+		t.Errorf("Lease before the server is up returned after %v, want its Wait (300ms)", el)
+	}
+	q.(interface{ SetMaxPending(int) }).SetMaxPending(1)
+
+	s, err := startServer(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err = q.Enqueue(ctx, env("w1", dlv("w", "", "")))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Enqueue after the server came up: %v", err)
+	}
+	if _, err := q.Enqueue(ctx, env("w2", dlv("w", "", ""))); !errors.Is(err, queue.ErrFull) {
+		t.Errorf("Enqueue over the max_pending set before the queue opened: %v, want ErrFull", err)
+	}
+	ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 10, Lease: time.Minute, Wait: 3 * time.Second})
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("Lease after the queue opened: %d leases, %v; want the one stored", len(ls), err)
+	}
+	if err := q.Ack(ctx, ls[0].Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+}
+
+// Close of a queue still waiting for NATS stops the background open at
+// once (TestMain's leak check sees its goroutines).
+func TestOpenOrWaitCloseWhileWaiting(t *testing.T) {
+	q, err := OpenOrWait(Options{URLs: []string{fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}, Bucket: "TWAIT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // one background try
+	start := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("Close while waiting took %v", el)
+	}
+	if _, err := q.Enqueue(t.Context(), env("c1", dlv("w", "", ""))); !errors.Is(err, queue.ErrClosed) {
+		t.Errorf("Enqueue after Close: %v, want ErrClosed", err)
+	}
+	if _, err := q.Lease(t.Context(), queue.LeaseRequest{Max: 1, Lease: time.Minute, Wait: time.Second}); !errors.Is(err, queue.ErrClosed) {
+		t.Errorf("Lease after Close: %v, want ErrClosed", err)
+	}
+	if err := q.Close(); !errors.Is(err, queue.ErrClosed) {
+		t.Errorf("second Close: %v, want ErrClosed", err)
+	}
+}
+
+// What waiting cannot fix is still a start error.
+func TestOpenOrWaitConfigErrorsFailAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, Options{}).Close()
+	q, err := OpenOrWait(Options{URLs: []string{srv.ClientURL()}, Bucket: bucketFor(dir), Replicas: 3})
+	if err == nil {
+		q.Close()
+		t.Fatal("OpenOrWait with replicas changed: no error, want the start error naming replicas")
+	}
+	if !strings.Contains(err.Error(), "`replicas 1`") {
+		t.Fatalf("OpenOrWait with replicas changed: %v", err)
 	}
 }
