@@ -489,3 +489,58 @@ func TestOpenOrWaitConfigErrorsFailAtOnce(t *testing.T) {
 		t.Fatalf("OpenOrWait with replicas changed: %v", err)
 	}
 }
+
+// A server without JetStream will not grow one by waiting: a start error
+// that says how to enable it.
+func TestOpenOrWaitServerWithoutJetStream(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	q, err := OpenOrWait(Options{URLs: []string{s.ClientURL()}, Bucket: "TNOJS"})
+	if err == nil {
+		q.Close()
+		t.Fatal("OpenOrWait on a server without JetStream: no error, want a start error")
+	}
+	if !strings.Contains(err.Error(), "JetStream is not enabled on the server (start nats-server with -js") {
+		t.Fatalf("OpenOrWait on a server without JetStream: %v", err)
+	}
+}
+
+// A node that waited for NATS and then finds a bucket it cannot use keeps
+// answering ErrUnavailable, and its error says why.
+func TestOpenOrWaitThenMismatch(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	q, err := OpenOrWait(Options{URLs: []string{fmt.Sprintf("nats://127.0.0.1:%d", port)}, Bucket: "TMISMATCH", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	s, err := startServer(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	first, err := Open(Options{URLs: []string{s.ClientURL()}, Bucket: "TMISMATCH"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err = q.Enqueue(t.Context(), env("m1", dlv("w", "", "")))
+		if strings.Contains(fmt.Sprint(err), "replicas 1") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !errors.Is(err, queue.ErrUnavailable) || !strings.Contains(err.Error(), "`replicas 1`") {
+		t.Fatalf("Enqueue once NATS answers with a bucket of other replicas: %v, want ErrUnavailable naming the setting", err)
+	}
+}

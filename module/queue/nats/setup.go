@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -63,6 +64,12 @@ func (q *Queue) setup(ctx context.Context, replicas int) error {
 
 func (q *Queue) setupErr(stream, doing string, err error) error {
 	var api *jetstream.APIError
+	// No responder to the JetStream API from a server that says it has no
+	// JetStream is a server without it, not one still starting: a start
+	// error, not something to wait for (OpenOrWait).
+	if js, _ := q.nc.ConnectedServerJetStream(); !js && q.nc.IsConnected() && errors.Is(err, natsgo.ErrNoResponders) {
+		err = fmt.Errorf("%w (%v)", jetstream.ErrJetStreamNotEnabled, err)
+	}
 	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return fmt.Errorf("nats queue: JetStream is not enabled on the server (start nats-server with -js, or `jetstream: enabled` in its config): %w", err)

@@ -52,12 +52,13 @@ func OpenOrWait(o Options) (queue.Queue, error) {
 func unreachable(err error) bool {
 	var api *jetstream.APIError
 	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return false // an APIError with code 503 too
 	case errors.As(err, &api):
 		// 503: JetStream temporarily unavailable (no meta leader yet);
 		// 408: a request timed out inside the cluster.
-		return api.Code == 503 || api.Code == 408
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return false
+		return (api.Code == 503 || api.Code == 408) && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
+			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
 	}
 	return errors.Is(err, natsgo.ErrNoServers) || errors.Is(err, natsgo.ErrTimeout) ||
 		errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, natsgo.ErrConnectionClosed) ||
@@ -112,14 +113,17 @@ func (w *waiting) openLoop(ctx context.Context, since time.Time) {
 		if ctx.Err() != nil {
 			return
 		}
-		w.lastErr.Store(&err)
+		prev := w.lastErr.Swap(&err)
+		changed := prev == nil || (*prev).Error() != err.Error()
 		switch {
-		case !unreachable(err):
+		case !unreachable(err) && (changed || time.Since(lastLog) >= reopenLog):
 			// Reached, but it will not work as configured (say the
-			// bucket's replicas differ): a config error, said every time.
+			// bucket's replicas differ): a config error, said when it
+			// shows up and then once a minute.
+			lastLog = time.Now()
 			w.logger.Error("NATS answers but the delivery queue cannot open; ingest answers 503 until this is fixed",
 				zap.String("servers", redactURLs(w.o.URLs)), zap.Error(err))
-		case time.Since(lastLog) >= reopenLog:
+		case unreachable(err) && time.Since(lastLog) >= reopenLog:
 			lastLog = time.Now()
 			w.logger.Warn("still waiting for NATS; ingest answers 503 and nothing is delivered until it can be reached",
 				zap.String("servers", redactURLs(w.o.URLs)), zap.Duration("waited", time.Since(since).Round(time.Second)),
