@@ -218,7 +218,7 @@ func testLease(t *testing.T, open Opener) {
 		h := newHarness(t, open, Options{})
 		d := h.put1(dl{})
 		l := h.leaseOne(d.ID, shortLease)
-		until := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+		until := time.Now().Add(3 * time.Second).Truncate(time.Millisecond)
 		if err := h.q.Extend(h.ctx, l.Token, until); err != nil {
 			t.Fatalf("Extend: %v", err)
 		}
