@@ -92,19 +92,35 @@ func TestFairness(t *testing.T) {
 
 	led.mu.Lock()
 	var lat []time.Duration
+	var slow []string // the events that took over 500 ms, in the order sent
 	for id, a := range led.byID {
 		if first, ok := tl.firstOK[id]; ok {
-			lat = append(lat, first.Sub(led.sentAt[a.call]))
+			d := first.Sub(led.sentAt[a.call])
+			lat = append(lat, d)
+			if d > 500*time.Millisecond {
+				slow = append(slow, fmt.Sprintf("%s sent %s after the first took %s", a.call,
+					led.sentAt[a.call].Sub(led.sentAt["good-0"]).Round(time.Millisecond), d.Round(time.Millisecond)))
+			}
 		}
 	}
 	led.mu.Unlock()
 	slices.Sort(lat)
+	slices.Sort(slow)
+	if len(slow) > 0 {
+		t.Logf("fairness: healthy events delivered after over 500 ms: %s", strings.Join(slow, "; "))
+	}
 	if len(lat) != goodEvents {
 		t.Fatalf("fairness: %d of %d healthy deliveries arrived", len(lat), goodEvents)
 	}
-	// Generous for a loaded 2-core CI machine; a starved receiver waits
-	// for minutes (the black hole's 5m timeout), not a second.
-	if p99 := percentile(lat, 99); p99 > 2*time.Second {
+	// A starved receiver waits for minutes (the black hole's 5m timeout);
+	// a lease that walked the backlog would slow every delivery, the
+	// median with them. Idle, p50 is about 2 ms and p99 about 30 ms; on a
+	// 2-core CI machine running other suites beside this one, p99 reached
+	// 2.5 s (a few events that waited for the CPU), hence the margins.
+	if p50 := percentile(lat, 50); p50 > 250*time.Millisecond {
+		t.Errorf("fairness: healthy deliveries' median latency is %s with %d deliveries waiting for a black hole", p50, queued)
+	}
+	if p99 := percentile(lat, 99); p99 > 5*time.Second {
 		t.Errorf("fairness: healthy deliveries' p99 latency is %s with %d deliveries waiting for a black hole", p99, queued)
 	}
 	summary(t, "fairness", tl, fmt.Sprintf(" backlog=%d filled_in=%s held_conns=%d healthy_p50=%s healthy_p99=%s healthy_max=%s",

@@ -296,10 +296,15 @@ func TestPauseSurvivesRestart(t *testing.T) {
 		}
 	}
 	waitState("paused")
-	if n := p.logCount(`"msg":"webhook paused: its deliveries stay pending and none is attempted until it is resumed"`); n != 1 {
-		t.Errorf("the pause was logged %d times, want once", n)
+	// The pause is stored (and listed) just before it is logged.
+	const pausedLine = `"msg":"webhook paused: its deliveries stay pending and none is attempted until it is resumed"`
+	for deadline := time.Now().Add(5 * time.Second); p.logCount(pausedLine) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // attempts in flight when it paused finish
+	if n := p.logCount(pausedLine); n != 1 {
+		t.Errorf("the pause was logged %d times, want once", n)
+	}
 	before := len(rc.got())
 
 	p.kill9()

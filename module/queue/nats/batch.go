@@ -53,6 +53,11 @@ type batchAck struct {
 // errBatchBusy is the server refusing a batch because too many are open.
 var errBatchBusy = errors.New("too many atomic batches in flight")
 
+// errBatchIncomplete is the server refusing a batch that reached it with a
+// gap (a message lost on the way, or the batch timed out while staged):
+// nothing of it was stored, and the same batch sent again can succeed.
+var errBatchIncomplete = errors.New("the server got the atomic batch incomplete; nothing of it was stored")
+
 // batch writes puts as one atomic batch (JetStream 2.12+): the server stores
 // all of them or none, and checks every expected revision against its state
 // before the batch. It returns the revision of each put. A batch cut off
@@ -73,8 +78,13 @@ func (q *Queue) batch(ctx context.Context, puts []put) ([]uint64, error) {
 		return nil, queue.ErrClosed
 	}
 	defer func() { <-q.slots }()
-	for try := 0; ; try++ {
+	for try, incomplete := 0, 0; ; try++ {
 		revs, err := q.batchOnce(ctx, puts)
+		if errors.Is(err, errBatchIncomplete) {
+			if incomplete++; incomplete < 3 {
+				continue
+			}
+		}
 		if !errors.Is(err, errBatchBusy) || try >= 20 {
 			return revs, err
 		}
@@ -108,10 +118,7 @@ func (q *Queue) batchOnce(ctx context.Context, puts []put) ([]uint64, error) {
 			return nil, fmt.Errorf("unreadable answer to an atomic batch: %v", err)
 		}
 		if ack.Error != nil {
-			if ack.Error.ErrorCode == 10210 || ack.Error.ErrorCode == 10211 {
-				return nil, errBatchBusy
-			}
-			return nil, ack.Error
+			return nil, batchAckError(ack.Error)
 		}
 		if ack.Count != len(puts) || ack.Seq < uint64(len(puts)) {
 			return nil, fmt.Errorf("atomic batch stored %d of %d messages (seq %d)", ack.Count, len(puts), ack.Seq)
@@ -124,6 +131,19 @@ func (q *Queue) batchOnce(ctx context.Context, puts []put) ([]uint64, error) {
 		return revs, nil
 	}
 	return nil, nil
+}
+
+// batchAckError turns the server's refusal of a batch into what batch
+// retries (busy, incomplete) or returns (the APIError, a CAS conflict
+// among them).
+func batchAckError(e *jetstream.APIError) error {
+	switch e.ErrorCode {
+	case 10210, 10211: // atomic / batch publish too many inflight
+		return errBatchBusy
+	case 10175, 10176: // atomic publish sequence missing, batch incomplete
+		return fmt.Errorf("%w (%v)", errBatchIncomplete, e)
+	}
+	return e
 }
 
 // write stores one put and returns its revision.

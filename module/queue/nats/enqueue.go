@@ -83,9 +83,10 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	revs, err := q.batch(octx, puts)
 	// A conflict on the dedup key: answer the first envelope's refs. On a
 	// replicated stream the winner may be proposed but not yet applied when
-	// we read, so a missing key is read again for a moment, and the batch
-	// sent again in case the winner's failed.
-	for try := 0; isCASConflict(err) && env.DedupKey != "" && try < 12; try++ {
+	// we read (for a long while on a loaded cluster that fsyncs every
+	// write), so a missing key is read again for up to dedupSettle, and the
+	// batch sent again in case the winner's failed.
+	for try := 0; isCASConflict(err) && env.DedupKey != "" && time.Since(now) < dedupSettle; try++ {
 		e, gerr := q.kv.Get(octx, puts[0].key)
 		switch {
 		case gerr == nil:
@@ -104,13 +105,19 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 				continue
 			}
 			select {
-			case <-time.After(time.Duration(10*(try+1)) * time.Millisecond):
+			case <-time.After(min(time.Duration(10*(try+1))*time.Millisecond, 200*time.Millisecond)):
 			case <-octx.Done():
 				return queue.EnqueueResult{}, q.fail(ctx, "reading the dedup key", octx.Err())
 			}
 		default:
 			return queue.EnqueueResult{}, q.fail(ctx, "reading the dedup key", gerr)
 		}
+	}
+	if isCASConflict(err) && env.DedupKey != "" {
+		// The write that holds the dedup key is still not readable: the
+		// client's retry will find it (or store the event).
+		return queue.EnqueueResult{}, fmt.Errorf("event %s: its dedup key is taken by a write not yet readable after %v: %w",
+			env.Event.ID, dedupSettle, queue.ErrUnavailable)
 	}
 	if isCASConflict(err) {
 		return queue.EnqueueResult{}, fmt.Errorf("event %s or one of its deliveries has an id that is already stored: nothing of the event was stored", env.Event.ID)
@@ -125,6 +132,10 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	q.m.mu.Unlock()
 	return res, nil
 }
+
+// dedupSettle bounds how long Enqueue waits for the write that holds a
+// dedup key to become readable.
+const dedupSettle = 5 * time.Second
 
 func validEnvelope(env *queue.Envelope) error {
 	if env == nil {

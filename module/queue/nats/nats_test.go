@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callhook/caddy-callhook/module/queue"
 	"github.com/callhook/caddy-callhook/module/queue/queuetest"
@@ -542,5 +544,27 @@ func TestOpenOrWaitThenMismatch(t *testing.T) {
 	}
 	if !errors.Is(err, queue.ErrUnavailable) || !strings.Contains(err.Error(), "`replicas 1`") {
 		t.Fatalf("Enqueue once NATS answers with a bucket of other replicas: %v, want ErrUnavailable naming the setting", err)
+	}
+}
+
+// A batch the server refused whole, for being busy or incomplete, is one
+// to send again, and in the end a 503 (ErrUnavailable), never a 500; a
+// CAS conflict stays a conflict.
+func TestBatchRefusalsAreRetryable(t *testing.T) {
+	q := &Queue{nc: &natsgo.Conn{}}
+	for _, c := range []struct {
+		code        jetstream.ErrorCode
+		unavailable bool
+	}{
+		{10176, true}, {10175, true}, {10210, true}, {10211, true},
+		{jetstream.JSErrCodeStreamWrongLastSequence, false},
+	} {
+		err := batchAckError(&jetstream.APIError{Code: 400, ErrorCode: c.code, Description: "x"})
+		if got := errors.Is(q.fail(t.Context(), "storing", err), queue.ErrUnavailable); got != c.unavailable {
+			t.Errorf("batch refused with %d: unavailable %v, want %v (%v)", c.code, got, c.unavailable, err)
+		}
+		if c.code == jetstream.JSErrCodeStreamWrongLastSequence && !isCASConflict(err) {
+			t.Errorf("a CAS conflict in a batch is no longer seen as one: %v", err)
+		}
 	}
 }
