@@ -113,6 +113,9 @@ func newCaddy(t *testing.T, offset int) *caddyProc {
 			_ = p.proc.Kill()
 		}
 		if t.Failed() {
+			if errs := p.proc.LogLines(`"level":"error"`, 20); len(errs) > 0 {
+				t.Logf("first error lines of the Caddy log (%s):\n%s", p.logPath(), strings.Join(errs, "\n"))
+			}
 			t.Logf("last lines of the Caddy log (%s):\n%s", p.logPath(), p.logTail(6000))
 		}
 	})

@@ -261,6 +261,22 @@ func (p *Proc) LogCount(s string) int {
 	return bytes.Count(b, []byte(s))
 }
 
+// LogLines returns the first max lines of the log that hold s (a failed
+// test prints the error lines, which the tail has often scrolled past).
+func (p *Proc) LogLines(s string, max int) []string {
+	b, _ := os.ReadFile(p.o.Log)
+	var out []string
+	for line := range bytes.Lines(b) {
+		if len(out) == max {
+			break
+		}
+		if bytes.Contains(line, []byte(s)) {
+			out = append(out, string(bytes.TrimRight(line, "\n")))
+		}
+	}
+	return out
+}
+
 // OpenFiles counts the process's open file descriptors (/proc/PID/fd).
 func (p *Proc) OpenFiles() (int, error) {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.Pid()))

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +64,13 @@ func TestEnvLogAndRestart(t *testing.T) {
 	}
 	if got := p.LogTail(len(line) + 3); got != line {
 		t.Errorf("LogTail = %q, want the last whole line pair %q", got, line)
+	}
+	want := []string{"run " + home + " " + home + "/config " + home + "/data"}
+	if got := p.LogLines("run ", 1); !slices.Equal(got, want) {
+		t.Errorf("LogLines(run, 1) = %q, want %q", got, want)
+	}
+	if got := p.LogLines("marker", 5); len(got) != 2 {
+		t.Errorf("LogLines(marker, 5) = %q, want the 2 marker lines", got)
 	}
 }
 
