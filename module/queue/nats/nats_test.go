@@ -260,14 +260,7 @@ func TestConnectionLossAnswersUnavailable(t *testing.T) {
 	}
 	defer func() { s.Shutdown(); s.WaitForShutdown() }()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err = q.Enqueue(ctx, env("u2", dlv("w", "", "")))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
+	if err := enqueueBy(ctx, q, env("u2", dlv("w", "", "")), deadline); err != nil {
 		t.Fatalf("Enqueue after the server came back: %v", err)
 	}
 	var got []queue.Lease
@@ -381,6 +374,18 @@ func TestLeaseCancelledMidClaimDropsNothing(t *testing.T) {
 	}
 }
 
+// enqueueBy enqueues e again and again until it is stored or deadline
+// passes (a server coming up), and returns the last error.
+func enqueueBy(ctx context.Context, q queue.Queue, e *queue.Envelope, deadline time.Time) error {
+	for {
+		_, err := q.Enqueue(ctx, e)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // freePort returns a port on 127.0.0.1 nothing listens on.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -429,15 +434,7 @@ func TestOpenOrWaitStartsBeforeServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err = q.Enqueue(ctx, env("w1", dlv("w", "", "")))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
+	if err := enqueueBy(ctx, q, env("w1", dlv("w", "", "")), time.Now().Add(15*time.Second)); err != nil {
 		t.Fatalf("Enqueue after the server came up: %v", err)
 	}
 	if _, err := q.Enqueue(ctx, env("w2", dlv("w", "", ""))); !errors.Is(err, queue.ErrFull) {
