@@ -565,3 +565,24 @@ func TestBatchRefusalsAreRetryable(t *testing.T) {
 		}
 	}
 }
+
+// A dedup key that conflicts but cannot be read (here a delete marker
+// stands in for a winner's write not yet applied) is waited for, then
+// answered ErrUnavailable: the client's retry can succeed, so not a 500.
+func TestDedupConflictNotReadableIsUnavailable(t *testing.T) {
+	q := openTest(t, t.TempDir(), Options{})
+	defer q.Close()
+	e := env("dc1", dlv("w", "", ""))
+	e.DedupKey = "t\x00call.ended\x00c-dc1"
+	if err := q.kv.Delete(t.Context(), dedupKey(e.DedupKey)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := q.Enqueue(t.Context(), e)
+	if !errors.Is(err, queue.ErrUnavailable) || !strings.Contains(err.Error(), "dedup key") {
+		t.Fatalf("Enqueue whose dedup key conflicts unreadably: %v, want ErrUnavailable about the dedup key", err)
+	}
+	if el := time.Since(start); el < dedupSettle {
+		t.Errorf("gave up after %v, want the %v a replicated write may take to apply", el, dedupSettle)
+	}
+}
