@@ -163,8 +163,20 @@ func (p *Proc) State() *os.ProcessState {
 }
 
 // WaitListening waits until each of addrs in turn accepts TCP connections,
-// up to timeout for each. It fails at once if the process exits first.
+// up to timeout for each. It fails at once if the process exits first, and
+// once they all accept (on Linux) unless the listeners on their ports are
+// the process's own and it listens on loopback only (CheckListeners): an
+// answer on the port may come from a server someone else left there.
 func (p *Proc) WaitListening(timeout time.Duration, addrs ...string) error {
+	var ports []int
+	for _, addr := range addrs {
+		_, port, err := net.SplitHostPort(addr)
+		n, err2 := strconv.Atoi(port)
+		if err != nil || err2 != nil {
+			return fmt.Errorf("waiting for %s to listen: %q is not host:port", p.o.Name, addr)
+		}
+		ports = append(ports, n)
+	}
 	for _, addr := range addrs {
 		deadline := time.Now().Add(timeout)
 		for {
@@ -180,6 +192,9 @@ func (p *Proc) WaitListening(timeout time.Duration, addrs ...string) error {
 			}
 			time.Sleep(30 * time.Millisecond)
 		}
+	}
+	if err := CheckListeners(p.Pid(), ports...); err != nil {
+		return p.errorf("%s (pid %d) started, but: %v", p.o.Name, p.Pid(), err)
 	}
 	return nil
 }

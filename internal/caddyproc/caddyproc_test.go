@@ -114,19 +114,12 @@ func TestWaitListeningExitedFailsEarly(t *testing.T) {
 }
 
 func TestWaitListening(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	p := sh(t, "exec sleep 60")
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.WaitListening(5*time.Second, l.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
 	addr := freeAddr(t)
+	p := listenerChild(t, addr)
+	if err := p.WaitListening(5*time.Second, addr); err != nil {
+		t.Fatal(err)
+	}
+	addr = freeAddr(t)
 	if err := p.WaitListening(200*time.Millisecond, addr); err == nil || !strings.Contains(err.Error(), "did not listen on "+addr+" within 200ms") {
 		t.Fatalf("WaitListening on a closed port = %v", err)
 	}
