@@ -62,6 +62,7 @@ func (p *caddyProc) caddyfile(s site) string {
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
+	default_bind 127.0.0.1
 	auto_https off
 	persist_config off
 	callhook {
@@ -92,17 +93,27 @@ http://127.0.0.1:%d {
 }
 
 // newCaddy prepares a process on portBase+offset (HTTP) and the port after
-// it (admin); start runs it.
+// it (admin), or on two ports picked free now when something listens on
+// those; start runs it.
 func newCaddy(t *testing.T, offset int) *caddyProc {
 	t.Helper()
 	bin := caddyBinary(t)
 	home := t.TempDir()
+	httpPort, adminPort := portBase+offset, portBase+offset+1
+	if caddyproc.CheckFree(httpPort) != nil || caddyproc.CheckFree(adminPort) != nil {
+		ps, err := caddyproc.PickPorts(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("ports %d and %d are in use: this scenario's Caddy takes %d and %d", httpPort, adminPort, ps[0], ps[1])
+		httpPort, adminPort = ps[0], ps[1]
+	}
 	p := &caddyProc{
 		t:         t,
 		home:      home,
 		config:    filepath.Join(home, "Caddyfile"),
-		httpPort:  portBase + offset,
-		adminPort: portBase + offset + 1,
+		httpPort:  httpPort,
+		adminPort: adminPort,
 		admin:     &http.Client{Timeout: 30 * time.Second},
 	}
 	p.proc = caddyproc.New(caddyproc.Caddy(bin, p.config, home))

@@ -48,7 +48,7 @@ func natsServerBinary(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("nats-server is not on PATH nor in GOBIN/GOPATH/bin: install it with `go install github.com/nats-io/nats-server/v2@v2.15.2` (.ci/run does) to run the NATS scenarios")
+	skipNoNATS(t)
 	return ""
 }
 
