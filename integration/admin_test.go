@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // adminDelivery is a delivery as the admin API shows it.
@@ -410,8 +408,9 @@ func TestAdminAPI(t *testing.T) {
 	// Without the global option the app is created by the handlers, so the
 	// admin API finds the queue through the running engine.
 	t.Run("handlers without the global option", func(t *testing.T) {
-		caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
+		initServer(t, fmt.Sprintf(`{
 	admin localhost:%d
+	default_bind 127.0.0.1
 	http_port %d
 	https_port %d
 	grace_period 1ns
@@ -425,7 +424,7 @@ http://localhost:%d {
 			param id call.call_id
 		}
 	}
-}`, adminPort, httpPort, httpPort+363, httpPort), "caddyfile")
+}`, adminPort, httpPort, httpsPort, httpPort), "caddyfile")
 		var st adminStats
 		adminJSON(t, "GET", "/callhook/stats", 200, &st)
 		if !strings.HasPrefix(st.Queue, "embedded:") {
@@ -434,8 +433,9 @@ http://localhost:%d {
 	})
 
 	t.Run("not running", func(t *testing.T) {
-		caddytest.NewTester(t).InitServer(fmt.Sprintf(`{
+		initServer(t, fmt.Sprintf(`{
 	admin localhost:%d
+	default_bind 127.0.0.1
 	http_port %d
 	https_port %d
 	grace_period 1ns
@@ -443,7 +443,7 @@ http://localhost:%d {
 }
 http://localhost:%d {
 	respond "no callhook here"
-}`, adminPort, httpPort, httpPort+363, httpPort), "caddyfile")
+}`, adminPort, httpPort, httpsPort, httpPort), "caddyfile")
 		for _, path := range []string{"/callhook/stats", "/callhook/deliveries", "/callhook/deliveries/" + ids["c-1"]["good"]} {
 			status, raw, _ := adminCall(t, "GET", path)
 			if status != 503 || !bytes.Contains(raw, []byte("not running")) {
@@ -476,8 +476,7 @@ func TestAdminRetention(t *testing.T) {
 	queueDir, otherDir := t.TempDir(), t.TempDir()
 	load := func(dir, globals string) {
 		t.Helper()
-		tester := caddytest.NewTester(t)
-		tester.InitServer(caddyfile(dir, "allow_destinations 127.0.0.1/32\n"+globals, site), "caddyfile")
+		initServer(t, caddyfile(dir, "allow_destinations 127.0.0.1/32\n"+globals, site), "caddyfile")
 		if t.Failed() {
 			t.FailNow()
 		}

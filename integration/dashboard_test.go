@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -153,7 +152,7 @@ func startDashboardFixture(t *testing.T) *dashboardFixture {
 		planted["url query"], planted["authorization"], planted["x-api-key"], planted["signing secret"])
 	cfg := caddyfile(t.TempDir(), "allow_destinations 127.0.0.1/32", site)
 	cfg = withGlobalOptions(cfg, fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t\tlevel DEBUG\n\t}", fx.logFile))
-	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	initServer(t, cfg, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

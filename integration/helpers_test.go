@@ -5,19 +5,45 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
+
+// initServer loads a config (a Caddyfile, or "json") into the in-process
+// Caddy through its admin endpoint, as caddytest's InitServer does, and then
+// makes sure that this process still holds that endpoint and listens on
+// 127.0.0.1 only (checkListeners). Every load of a test goes through here
+// or loadCaddyfile (TestLoadsAreChecked).
+func initServer(t *testing.T, cfg, configType string) *caddytest.Tester {
+	t.Helper()
+	tester := caddytest.NewTester(t)
+	tester.InitServer(cfg, configType)
+	checkListeners(t)
+	return tester
+}
+
+// checkListeners fails the test unless the admin endpoint the tests talk to
+// is this process's own and every server it runs listens on loopback only
+// (a test server reachable from the network, or a test talking to a Caddy
+// it did not start, is a bug of the test).
+func checkListeners(t *testing.T) {
+	t.Helper()
+	if err := caddyproc.CheckListeners(os.Getpid(), adminPort); err != nil {
+		t.Fatalf("after loading the config: %v", err)
+	}
+}
 
 // startCaddy loads a Caddyfile into the in-process Caddy. globals go inside
 // the callhook global option after the queue; site is the body of the
 // http://localhost:<httpPort> site. Each call uses its own queue directory.
 func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
 	t.Helper()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(t.TempDir(), callhookGlobals, site), "caddyfile")
+	tester := initServer(t, caddyfile(t.TempDir(), callhookGlobals, site), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -27,9 +53,8 @@ func startCaddy(t *testing.T, callhookGlobals, site string) *caddytest.Tester {
 // newTesterWithQueue is startCaddy with extra options in `queue embedded`.
 func newTesterWithQueue(t *testing.T, queueOpts, callhookGlobals, site string) *caddytest.Tester {
 	t.Helper()
-	tester := caddytest.NewTester(t)
 	cfg := strings.Replace(caddyfile(t.TempDir(), callhookGlobals, site), "\t\t\tpath ", "\t\t\t"+queueOpts+"\n\t\t\tpath ", 1)
-	tester.InitServer(cfg, "caddyfile")
+	tester := initServer(t, cfg, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -39,6 +64,7 @@ func newTesterWithQueue(t *testing.T, queueOpts, callhookGlobals, site string) *
 func caddyfile(queueDir, callhookGlobals, site string) string {
 	return fmt.Sprintf(`{
 	admin localhost:%d
+	default_bind 127.0.0.1
 	http_port %d
 	https_port %d
 	grace_period 1ns
@@ -55,7 +81,7 @@ func caddyfile(queueDir, callhookGlobals, site string) string {
 http://localhost:%d {
 	%s
 }
-`, adminPort, httpPort, httpPort+363, queueDir, callhookGlobals, httpPort, site)
+`, adminPort, httpPort, httpsPort, queueDir, callhookGlobals, httpPort, site)
 }
 
 // answer is callhook's 200/202 body, or an error body.
@@ -145,8 +171,7 @@ func decodeAnswer(t *testing.T, res *http.Response) answer {
 // load another config on the same queue.
 func startCaddyDir(t *testing.T, dir, callhookGlobals, site string) *caddytest.Tester {
 	t.Helper()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(dir, callhookGlobals, site), "caddyfile")
+	tester := initServer(t, caddyfile(dir, callhookGlobals, site), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -38,10 +38,15 @@ func TestKill9(t *testing.T) {
 	})
 	home := t.TempDir()
 	bin := buildCaddy(t, home)
-	addr := fmt.Sprintf("127.0.0.1:%d", httpPort+100)
+	port, err := caddyproc.PickPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	config := filepath.Join(home, "Caddyfile")
 	os.WriteFile(config, []byte(fmt.Sprintf(`{
 	admin off
+	default_bind 127.0.0.1
 	callhook {
 		allow_destinations 127.0.0.1/32
 	}

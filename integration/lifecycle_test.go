@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // TestJSONConfig drives the same pipeline from Caddy JSON instead of a
@@ -27,7 +25,7 @@ func TestJSONConfig(t *testing.T) {
 			"grace_period": 1,
 			"servers": {
 				"srv0": {
-					"listen": [":%d"],
+					"listen": ["127.0.0.1:%d"],
 					"routes": [{
 						"match": [{"path": ["/calls/*"]}],
 						"handle": [{
@@ -54,7 +52,7 @@ func TestJSONConfig(t *testing.T) {
 		}
 	}
 }`, adminPort, t.TempDir(), httpPort, httpPort, rc.URL)
-	caddytest.NewTester(t).InitServer(cfg, "json")
+	initServer(t, cfg, "json")
 	status, ans := postJSON(t, "/calls/after_call", `{"call_id":"j-1"}`)
 	if status != 202 || ans.Target != "json-target" {
 		t.Fatalf("status %d, answer %+v", status, ans)
@@ -92,8 +90,7 @@ func TestReloadKeepsQueuedWork(t *testing.T) {
 		}
 	}`, name, rc.URL, path)
 	}
-	tester := caddytest.NewTester(t)
-	tester.InitServer(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site("/v1", "old")), "caddyfile")
+	initServer(t, caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site("/v1", "old")), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -105,7 +102,7 @@ func TestReloadKeepsQueuedWork(t *testing.T) {
 	}
 	rc.waitHits(t, events) // every delivery has been tried and is now retrying
 	for i := 0; i < 3; i++ {
-		tester.InitServer(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site(fmt.Sprintf("/v%d", i+2), fmt.Sprintf("new%d", i))), "caddyfile")
+		initServer(t, caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site(fmt.Sprintf("/v%d", i+2), fmt.Sprintf("new%d", i))), "caddyfile")
 	}
 	up.Store(true)
 	seen := map[string]bool{}

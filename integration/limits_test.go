@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"github.com/caddyserver/caddy/v2/caddytest"
-
 	"fmt"
 	"net/http"
 	"strings"
@@ -263,7 +261,7 @@ func TestJSONDeliveryOptions(t *testing.T) {
 		"http": {
 			"http_port": %d,
 			"grace_period": 1,
-			"servers": {"srv0": {"listen": [":%d"], "routes": [{
+			"servers": {"srv0": {"listen": ["127.0.0.1:%d"], "routes": [{
 				"match": [{"path": ["/calls/*"]}],
 				"handle": [{
 					"handler": "callhook",
@@ -285,7 +283,7 @@ func TestJSONDeliveryOptions(t *testing.T) {
 		}
 	}
 }`, adminPort, t.TempDir(), httpPort, httpPort, rc.URL)
-	caddytest.NewTester(t).InitServer(cfg, "json")
+	initServer(t, cfg, "json")
 	if status, ans := postJSON(t, "/calls/after_call", `{"call_id":"js-1"}`); status != 202 {
 		t.Fatalf("status %d: %+v", status, ans)
 	}

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // logLine is one JSON line of Caddy's log.
@@ -145,7 +143,7 @@ func TestLogs(t *testing.T) {
 	}`)
 	// DEBUG: secrets must not leak at any level
 	cfg = withGlobalOptions(cfg, fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t\tlevel DEBUG\n\t}", logFile))
-	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	initServer(t, cfg, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -1,7 +1,8 @@
 // Package integration runs callhook inside a real Caddy (in-process through
 // caddytest, and as a built binary for the kill -9 test) against real HTTP
 // receivers on 127.0.0.1. All caddytest-based tests live in this one package:
-// they share caddytest's fixed admin port (2999).
+// they share one in-process Caddy, whose admin endpoint TestMain starts on a
+// port it picks free (see adminPort).
 package integration
 
 import (
@@ -18,6 +19,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/callhook/caddy-callhook"
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // TestMain points Caddy's config and data directories at a temporary folder,
@@ -33,10 +35,11 @@ func TestMain(m *testing.M) {
 	// Caddy computes these two when its package loads, before TestMain runs.
 	caddy.ConfigAutosavePath = filepath.Join(dir, "config", "caddy", "autosave.json")
 	caddy.DefaultStorage.Path = filepath.Join(dir, "data", "caddy")
-	// Ports can be moved so that two checkouts can run these tests at once.
-	adminPort = envPort("CALLHOOK_TEST_ADMIN_PORT", 2999)
-	httpPort = envPort("CALLHOOK_TEST_HTTP_PORT", 9080)
-	caddytest.Default.AdminPort = adminPort
+	if err := startAdmin(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	// A /load that switches queues closes one pebble store (the old config
 	// drains for up to drain_timeout and waits for a running compaction)
 	// and opens another (a few fsyncs): well under a second on a quiet
@@ -45,7 +48,6 @@ func TestMain(m *testing.M) {
 	// open, 2 s to drain). How long a reload takes is not what these tests
 	// measure.
 	caddytest.Default.LoadRequestTimeout = time.Minute
-	caddyBase = fmt.Sprintf("http://localhost:%d", httpPort)
 	// Caddy replaces its admin server at every /load and its HTTP server at
 	// every reload, closing the old one's idle connections. A POST that
 	// picked such a connection from the pool fails with "broken pipe" or EOF
@@ -59,14 +61,57 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// The tests' ports. caddytest's default admin port, 2999, is the quick
+// start's too: with a quick-start Caddy running, caddytest found its admin
+// endpoint "already running", loaded the tests' configs into it and the
+// tests passed. So the ports are picked free at run time (below the
+// ephemeral range, clear of the quick start's 2999 and 8080), and TestMain
+// starts the in-process Caddy's admin endpoint on adminPort itself: a port
+// someone else holds fails the bind instead of being talked to.
+// CALLHOOK_TEST_ADMIN_PORT and CALLHOOK_TEST_HTTP_PORT fix them (to watch a
+// run with curl, say); a fixed port that is taken stops the run.
 var (
-	adminPort, httpPort int
-	caddyBase           string
+	adminPort, httpPort, httpsPort int
+	caddyBase                      string
 )
 
-func envPort(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
+// startAdmin picks the ports and starts the in-process Caddy with only its
+// admin endpoint, which caddytest then finds running and loads each test's
+// config into.
+func startAdmin() error {
+	ports, err := caddyproc.PickPorts(3)
+	if err != nil {
+		return err
 	}
-	return def
+	httpsPort = ports[2]
+	if adminPort, err = envPort("CALLHOOK_TEST_ADMIN_PORT", ports[0]); err != nil {
+		return err
+	}
+	if httpPort, err = envPort("CALLHOOK_TEST_HTTP_PORT", ports[1]); err != nil {
+		return err
+	}
+	caddytest.Default.AdminPort = adminPort
+	caddyBase = fmt.Sprintf("http://localhost:%d", httpPort)
+	if err := caddy.Load(fmt.Appendf(nil, `{"admin":{"listen":"localhost:%d"}}`, adminPort), true); err != nil {
+		return fmt.Errorf("starting Caddy's admin endpoint on localhost:%d: %v", adminPort, err)
+	}
+	return caddyproc.CheckListeners(os.Getpid(), adminPort)
+}
+
+// envPort is the port in the environment variable name, or def when it is
+// unset. A port that something listens on already is an error: the tests
+// never use a server they did not start.
+func envPort(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	port, err := strconv.Atoi(v)
+	if err != nil || port <= 0 || port > 65535 {
+		return 0, fmt.Errorf("%s=%q: want a port number", name, v)
+	}
+	if err := caddyproc.CheckFree(port); err != nil {
+		return 0, fmt.Errorf("%s=%d: %v; the tests never talk to a server they did not start (a quick-start Caddy?): stop it, choose a free port, or unset %s to let the tests pick one", name, port, err, name)
+	}
+	return port, nil
 }

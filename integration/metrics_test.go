@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -137,8 +136,7 @@ func TestMetrics(t *testing.T) {
 	}`
 	}
 	queueDir := t.TempDir()
-	tester := caddytest.NewTester(t)
-	tester.InitServer(withGlobalOptions(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site("")), "\tmetrics"), "caddyfile")
+	initServer(t, withGlobalOptions(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`, site("")), "\tmetrics"), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -219,7 +217,7 @@ func TestMetrics(t *testing.T) {
 	// A reload that keeps the queue: the same collectors are registered into
 	// the new config's registry (no "duplicate metrics collector
 	// registration" error), and nothing is reset.
-	tester.InitServer(withGlobalOptions(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`,
+	initServer(t, withGlobalOptions(caddyfile(queueDir, `allow_destinations 127.0.0.1/32`,
 		site(hook("added", ok.URL+"/added", ""))), "\tmetrics"), "caddyfile")
 	if t.Failed() {
 		t.FailNow()

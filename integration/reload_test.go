@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // holdingReceiver answers every request only once released, and counts
@@ -139,8 +137,7 @@ func TestReloadAppliesEverySetting(t *testing.T) {
 	hr := newHoldingReceiver(t)
 	queueDir, logDir := t.TempDir(), t.TempDir()
 	logA, logB := filepath.Join(logDir, "a.log"), filepath.Join(logDir, "b.log")
-	tester := caddytest.NewTester(t)
-	tester.InitServer(reloadConfig(queueDir, "max_pending 100",
+	initServer(t, reloadConfig(queueDir, "max_pending 100",
 		"allow_destinations 127.0.0.1/32\n\t\tworkers 4\n\t\tper_destination 1\n\t\tretention 1h", logA, hookSite(hr.URL)), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
@@ -149,7 +146,7 @@ func TestReloadAppliesEverySetting(t *testing.T) {
 		t.Fatalf("first config: stats %+v", st)
 	}
 
-	tester.InitServer(reloadConfig(queueDir, "max_pending 4",
+	initServer(t, reloadConfig(queueDir, "max_pending 4",
 		"allow_destinations 127.0.0.1/32\n\t\tworkers 6\n\t\tper_destination 3\n\t\tretention 2h\n\t\tdrain_timeout 3s", logB, hookSite(hr.URL)), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
@@ -185,7 +182,7 @@ func TestReloadAppliesEverySetting(t *testing.T) {
 // busyPort holds a TCP port so a config that listens on it fails to start.
 func busyPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", ":0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +205,9 @@ func loadCaddyfile(t *testing.T, cfg string) (int, string) {
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode == http.StatusOK {
+		checkListeners(t)
+	}
 	return res.StatusCode, string(body)
 }
 
@@ -223,7 +223,7 @@ func TestReloadThatFailsToStartKeepsSettings(t *testing.T) {
 	queueDir, logDir := t.TempDir(), t.TempDir()
 	logA := filepath.Join(logDir, "a.log")
 	good := reloadConfig(queueDir, "", "allow_destinations 127.0.0.1/32\n\t\tworkers 4", logA, hookSite(rc.URL))
-	caddytest.NewTester(t).InitServer(good, "caddyfile")
+	initServer(t, good, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -280,8 +280,7 @@ func TestReloadToAnotherQueueWarns(t *testing.T) {
 	})
 	logFile := filepath.Join(t.TempDir(), "caddy.log")
 	globals := "allow_destinations 127.0.0.1/32"
-	tester := caddytest.NewTester(t)
-	tester.InitServer(reloadConfig(t.TempDir(), "", globals, logFile, hookSite(rc.URL)), "caddyfile")
+	initServer(t, reloadConfig(t.TempDir(), "", globals, logFile, hookSite(rc.URL)), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -291,7 +290,7 @@ func TestReloadToAnotherQueueWarns(t *testing.T) {
 		}
 	}
 	rc.waitHits(t, 2)
-	tester.InitServer(reloadConfig(t.TempDir(), "", globals, logFile, hookSite(rc.URL)), "caddyfile")
+	initServer(t, reloadConfig(t.TempDir(), "", globals, logFile, hookSite(rc.URL)), "caddyfile")
 	const msg = "the running config uses another queue: deliveries left in this one will not be sent until a config uses it again (point the queue back at it, or retry them there)"
 	for _, l := range readLog(t, logFile) {
 		if l.str("msg") == msg {

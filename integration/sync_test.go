@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // post sends an event and returns the raw answer.
@@ -245,13 +243,13 @@ func startJSON(t *testing.T, app, handler string) {
 			"http_port": %d,
 			"grace_period": 1,
 			"servers": {"srv0": {
-				"listen": [":%d"],
+				"listen": ["127.0.0.1:%d"],
 				"routes": [{"match": [{"path": ["/calls/*"]}], "handle": [%s]}]
 			}}
 		}
 	}
 }`, adminPort, t.TempDir(), app, httpPort, httpPort, handler)
-	caddytest.NewTester(t).InitServer(cfg, "json")
+	initServer(t, cfg, "json")
 }
 
 // TestSyncReplyJSON: the same from Caddy JSON.

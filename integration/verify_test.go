@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
 // twilioSign computes X-Twilio-Signature as Twilio documents it ("Webhooks
@@ -121,7 +119,7 @@ func TestVerify(t *testing.T) {
 		}
 	}`, rc.URL))
 	cfg = withGlobalOptions(cfg, "\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}")
-	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	initServer(t, cfg, "caddyfile")
 
 	twForm := url.Values{"CallSid": {"CA0001"}, "From": {"+15550001"}, "To": {"+15550002"}, "CallStatus": {"ringing"}}
 	t.Run("twilio", func(t *testing.T) {
