@@ -13,8 +13,12 @@ import (
 	"github.com/callhook/caddy-callhook/module/mapping"
 )
 
-// Repeats (SPEC §3): the same target + event + call_id with the same
-// fields and values, within the handler's dedup_window.
+// A repeat (docs/reference.md, "Repeats") is an event with the same target,
+// event and call_id and the same fields and values as one this handler block
+// accepted within its dedup_window; it is answered 200 with the first
+// event's IDs and queues nothing. An event of the same call with other data
+// is new. `dedup <expression>` keys on the expression's value instead, and
+// `dedup off` makes every event new.
 const (
 	defaultDedupWindow = 24 * time.Hour
 	// maxDedupWindow bounds dedup_window: dedup keys are pruned after it.
