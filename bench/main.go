@@ -162,6 +162,9 @@ func parseOnly(s string) ([]string, error) {
 }
 
 func run(o options) error {
+	if err := portsFree(); err != nil {
+		return err
+	}
 	started := time.Now()
 	load0 := loadAvg()
 	if err := os.MkdirAll(o.results, 0o755); err != nil {

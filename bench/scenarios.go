@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
 // Every listener the harness starts is on 127.0.0.1, in base..base+99
@@ -31,6 +33,30 @@ func setPorts(base int) {
 }
 
 func init() { setPorts(defaultPortBase) }
+
+// usedPorts are the ports the harness listens on: the Caddy under test and
+// its admin endpoint, the relay, the sinks, and up to three nats-servers
+// (client, cluster and monitoring ports).
+func usedPorts() []int {
+	ps := []int{portCaddy, portAdmin, portRelay, portSinkSlow}
+	ps = append(ps, sinkPorts...)
+	for i := range 9 {
+		ps = append(ps, portNATS+i)
+	}
+	return ps
+}
+
+// portsFree refuses a run while something listens on one of the harness's
+// ports: the harness would load its config into, and measure, a server it
+// did not start (a Caddy left running, another run).
+func portsFree() error {
+	for _, p := range usedPorts() {
+		if err := caddyproc.CheckFree(p); err != nil {
+			return fmt.Errorf("%v: the harness uses ports %d-%d on 127.0.0.1 and never talks to a server it did not start; stop what listens there, or move the harness with -port-base (or CALLHOOK_BENCH_PORT_BASE)", err, portCaddy, portCaddy+99)
+		}
+	}
+	return nil
+}
 
 // benchSecret signs the webhooks that are signed (Standard Webhooks form).
 const benchSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
