@@ -4,41 +4,30 @@ package faults
 
 import (
 	"fmt"
-	"net"
-	"sync/atomic"
 	"testing"
+
+	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
-// standIn listens on addr and counts the connections it gets: a server the
-// suite did not start (a quick-start Caddy, another run's Caddy). It
-// returns nil when addr is taken already (by a real one).
-func standIn(t *testing.T, addr string) *atomic.Int32 {
+// standIn listens on addr for the length of the test, counting the
+// connections it gets: a server the suite did not start. It returns nil when
+// addr is taken already (by a real one, which the test cannot watch).
+func standIn(t *testing.T, addr string) *caddyproc.StandIn {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
+	s, err := caddyproc.ListenStandIn(addr)
 	if err != nil {
 		t.Logf("%s is taken already (%v): not watched", addr, err)
 		return nil
 	}
-	var n atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return &n
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // TestTakenPorts: a scenario whose ports are taken runs on others, and
 // neither it nor anything else the suite does touches a server it did not
 // start, such as the quick start's (127.0.0.1:8080, admin localhost:2999).
 func TestTakenPorts(t *testing.T) {
-	watched := map[string]*atomic.Int32{}
+	watched := map[string]*caddyproc.StandIn{}
 	for _, addr := range []string{
 		"127.0.0.1:2999", "127.0.0.1:8080", // the quick start's
 		fmt.Sprintf("127.0.0.1:%d", portBase+portsTaken), // this scenario's HTTP and admin ports
@@ -61,8 +50,8 @@ func TestTakenPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for addr, n := range watched {
-		if n != nil && n.Load() != 0 {
-			t.Errorf("the stand-in on %s got %d connections", addr, n.Load())
+		if n != nil && n.Connections() != 0 {
+			t.Errorf("the stand-in on %s got %d connections", addr, n.Connections())
 		}
 	}
 }

@@ -2,40 +2,27 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/callhook/caddy-callhook/internal/caddyproc"
 )
 
-// standIn listens on addr and counts the connections it gets: a server the
-// tests did not start. It returns nil when addr is taken already (by a real
-// one, which the test then cannot watch).
-func standIn(t *testing.T, addr string) *atomic.Int32 {
+// standIn listens on addr for the length of the test, counting the
+// connections it gets: a server the tests did not start. It returns nil when
+// addr is taken already (by a real one, which the test cannot watch).
+func standIn(t *testing.T, addr string) *caddyproc.StandIn {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
+	s, err := caddyproc.ListenStandIn(addr)
 	if err != nil {
 		t.Logf("%s is taken already (%v): not watched", addr, err)
 		return nil
 	}
-	var n atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return &n
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // runChild runs some of this package's tests in a new process of this test
@@ -63,7 +50,7 @@ func TestQuickStartLeftAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs tests in a child process")
 	}
-	watched := map[string]*atomic.Int32{}
+	watched := map[string]*caddyproc.StandIn{}
 	for _, addr := range []string{"127.0.0.1:2999", "127.0.0.1:8080", "[::1]:2999", "[::1]:8080"} {
 		watched[addr] = standIn(t, addr)
 	}
@@ -72,8 +59,8 @@ func TestQuickStartLeftAlone(t *testing.T) {
 		t.Fatalf("the tests failed beside the stand-ins (%v):\n%s", err, out)
 	}
 	for addr, n := range watched {
-		if n != nil && n.Load() != 0 {
-			t.Errorf("the stand-in on %s got %d connections from the tests", addr, n.Load())
+		if n != nil && n.Connections() != 0 {
+			t.Errorf("the stand-in on %s got %d connections from the tests", addr, n.Connections())
 		}
 	}
 }
@@ -110,8 +97,8 @@ func TestTakenTestPortRefused(t *testing.T) {
 			if strings.Contains(out, "=== RUN") {
 				t.Errorf("tests ran on a taken port:\n%s", out)
 			}
-			if n.Load() != 0 {
-				t.Errorf("the stand-in on port %d got %d connections", port, n.Load())
+			if n.Connections() != 0 {
+				t.Errorf("the stand-in on port %d got %d connections", port, n.Connections())
 			}
 		})
 	}

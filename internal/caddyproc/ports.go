@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -96,3 +97,37 @@ func CheckFree(port int) error {
 	}
 	return nil
 }
+
+// StandIn is a listener that only counts the connections it gets: in a
+// test, a server the harness did not start (a quick-start Caddy on its
+// ports), which the harness must never talk to.
+type StandIn struct {
+	ln net.Listener
+	n  atomic.Int32
+}
+
+// ListenStandIn starts a StandIn on addr.
+func ListenStandIn(addr string) (*StandIn, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &StandIn{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.n.Add(1)
+			c.Close()
+		}
+	}()
+	return s, nil
+}
+
+// Connections is how many connections the stand-in has accepted.
+func (s *StandIn) Connections() int { return int(s.n.Load()) }
+
+// Close stops the stand-in.
+func (s *StandIn) Close() error { return s.ln.Close() }
