@@ -181,6 +181,11 @@ func basePath(r *http.Request, depth int) string {
 		return "/"
 	}
 	parts = parts[:len(parts)-depth]
+	// Leading empty segments are the extra slashes of "//evil.example/...":
+	// echoed, they make every link and redirect protocol-relative, off-site.
+	for len(parts) > 0 && parts[0] == "" {
+		parts = parts[1:]
+	}
 	if len(parts) == 0 {
 		return "/"
 	}
