@@ -79,6 +79,19 @@ func (a *App) deadReason(d *queue.Delivery) string {
 	return redact.For(d, secrets...).Text(d.LastError)
 }
 
+// statusClientClosed is the status of a request its client gave up on
+// (nginx's 499, which Caddy's reverse proxy uses too).
+const statusClientClosed = 499
+
+// clientGone reports whether the queue failed because the request's
+// client went away (its context was cancelled): nothing is wrong with the
+// queue, and nobody is left to answer. errNotStarted counts when the wait
+// for Start was cut short by the client.
+func clientGone(r *http.Request, err error) bool {
+	return errors.Is(r.Context().Err(), context.Canceled) &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, errNotStarted))
+}
+
 // queueErrorStatus says how to answer an event the queue did not store:
 // 503 with Retry-After only when the same request can succeed later (the
 // queue is full, the disk is full, the queue is closing or not started
