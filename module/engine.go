@@ -167,6 +167,7 @@ func (e *engine) release(a *App) {
 // settings reach a running engine. e.mu must be held.
 func (e *engine) applyLocked(s settings) {
 	retentionChanged := e.settings.retention != s.retention
+	e.forgetRemovedWebhooks(e.settings.webhooks, s.webhooks)
 	e.settings = s
 	if retentionChanged && e.pruneKick != nil {
 		// A new retention applies now, not at the next 10-minute prune.

@@ -14,6 +14,7 @@ import (
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/queue"
 	"github.com/callhook/caddy-callhook/module/queue/embedded"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 // lingeringPruneQueue is an embedded queue whose prune, once cancelled,
@@ -95,5 +96,36 @@ func TestDestructGivesAttemptsTheWholeDrain(t *testing.T) {
 	}
 	if took > 2*time.Second {
 		t.Errorf("Destruct took %s with drain_timeout 1s", took)
+	}
+}
+
+// TestReloadForgetsRemovedWebhookFigures: the figures of a webhook the new
+// config no longer has are dropped, those of a kept one stay.
+func TestReloadForgetsRemovedWebhookFigures(t *testing.T) {
+	reg := func(names ...string) *targetRegistry {
+		h := &Handler{Target: "shop"}
+		for _, n := range names {
+			w, err := render.Compile(render.Config{Name: n, On: []string{"after_call"}, URL: "http://127.0.0.1:9/" + n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.hooks = append(h.hooks, w)
+		}
+		r := new(targetRegistry)
+		if err := r.add(h); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	e := &engine{}
+	old := reg("kept", "gone")
+	e.hooks.record("shop/kept", true, time.Now())
+	e.hooks.record("shop/gone", false, time.Now())
+	e.forgetRemovedWebhooks(old, reg("kept"))
+	if e.hooks.get("shop/gone").attempts != 0 {
+		t.Error("the removed webhook's figures are kept")
+	}
+	if e.hooks.get("shop/kept").attempts != 1 {
+		t.Error("the kept webhook's figures were dropped")
 	}
 }
