@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
+	"github.com/callhook/caddy-callhook/internal/text"
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/queue"
@@ -342,14 +343,10 @@ func shortTime(v any) string {
 
 // excerpt cuts a text for a table cell.
 func excerpt(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if cut, ok := text.Cut(s, n); ok {
+		return cut + "…"
 	}
-	cut := n
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
+	return s
 }
 
 // withQuery is q with key set to value (paging links keep the filters).
