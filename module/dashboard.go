@@ -392,7 +392,8 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
-		return v.render("event", "Event "+ev.ID, eventData{E: viewEvent(ev, ds), DataJSON: prettyJSON(viewEvent(ev, nil).Data)})
+		view := viewEvent(ev, ds)
+		return v.render("event", "Event "+ev.ID, eventData{E: view, DataJSON: prettyJSON(view.Data), RequestJSON: prettyJSON(view.Request)})
 	case "dead-retry", "dead-delete":
 		f, err := formFilter(q)
 		if err != nil {

@@ -225,8 +225,8 @@ type (
 	}
 
 	eventData struct {
-		E        eventView
-		DataJSON string
+		E                     eventView
+		DataJSON, RequestJSON string
 	}
 
 	confirmData struct {
