@@ -216,14 +216,14 @@ func viewReplay(of string, res queue.EnqueueResult) replayAnswer {
 	return out
 }
 
-// eventView is a stored event with its deliveries.
+// eventView is a stored event with its deliveries. Data is the event's
+// decoded body; Request is the request it came in (see storedEventParts).
 type eventView struct {
 	ID         string         `json:"id"`
 	Target     string         `json:"target"`
 	Event      string         `json:"event"`
 	CallID     string         `json:"call_id"`
 	ReceivedAt string         `json:"received_at"`
-	// Data is the event's decoded body; Request is the request it came in.
 	Data       any            `json:"data,omitempty"`
 	Request    any            `json:"request,omitempty"`
 	Deliveries []deliveryView `json:"deliveries"`
