@@ -1,13 +1,21 @@
 package integration
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestDashboardBaseNeverOffSite mounts the dashboard at the site root and
@@ -91,4 +99,104 @@ func TestDashboardBaseNeverOffSite(t *testing.T) {
 	if loc := res.Header.Get("Location"); !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") || strings.Contains(loc, `\`) {
 		t.Errorf("the redirect after replay goes to %q: off-site", loc)
 	}
+}
+
+// TestDashboardActionLogNamesUser: an action taken on the dashboard is
+// logged with the user basic_auth authenticated, and where from.
+func TestDashboardActionLogNamesUser(t *testing.T) {
+	rc := newReceiver(t, nil)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw-1"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cfg := caddyfile(t.TempDir(), "allow_destinations 127.0.0.1/32", fmt.Sprintf(`
+	handle /hooks {
+		callhook {
+			event after_call
+			webhook crm {
+				on after_call
+				url %s/crm
+				param call_id call.call_id
+			}
+		}
+	}
+	handle {
+		basic_auth {
+			alice %s
+		}
+		callhook_dashboard
+	}`, rc.URL, hash))
+	cfg = withGlobalOptions(cfg, fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}", logFile))
+	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	status, ans, _ := send(t, "POST", "/hooks", "application/json", `{"call_id":"who-1"}`)
+	if status != 202 {
+		t.Fatalf("event: status %d, %+v", status, ans)
+	}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:pw-1"))
+	if res := dashboardPost(t, "/events/"+url.PathEscape(ans.EventID), "/events/"+url.PathEscape(ans.EventID)+"/replay", auth); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("replay: status %d", res.StatusCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raw, _ := os.ReadFile(logFile)
+		for _, line := range strings.Split(string(raw), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) != nil || e["msg"] != "event replayed by hand" {
+				continue
+			}
+			if e["user"] != "alice" || e["via"] != "dashboard" || e["remote_ip"] == nil {
+				t.Errorf("the replay's log line does not name the user: %s", line)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line for the replay in:\n%s", raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dashboardPost posts the form of the page at pagePath (on the dashboard
+// mounted at the site root) to action, as a browser would: with the
+// page's cookie and token. The redirect is not followed.
+func dashboardPost(t *testing.T, pagePath, action, auth string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", caddyBase+pagePath, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range res.Cookies() {
+		if c.Name == "callhook_dashboard" {
+			cookie = c
+		}
+	}
+	token := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(page))
+	if cookie == nil || token == nil {
+		t.Fatalf("GET %s: no form cookie or token (status %d):\n%s", pagePath, res.StatusCode, page)
+	}
+	req, _ = http.NewRequest("POST", caddyBase+action, strings.NewReader(url.Values{"csrf": {token[1]}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res
 }

@@ -262,7 +262,7 @@ func (h *Dashboard) checkPost(v *view) error {
 // act runs one action and sends the browser on to the page that shows its
 // result (POST, redirect, GET).
 func (h *Dashboard) act(v *view) error {
-	ctx, route := v.r.Context(), v.route
+	ctx, route := withActor(v.r.Context(), "dashboard", v.r), v.route
 	var to string
 	switch route.name {
 	case "retry":
