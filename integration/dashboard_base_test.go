@@ -63,7 +63,8 @@ func TestDashboardBaseNeverOffSite(t *testing.T) {
 	}
 	get("//evil.example/deliveries")
 	get("///evil.example/")
-	res, page := get("//evil.example/events/" + url.PathEscape(ans.EventID))
+	get("//evil.example/events/" + url.PathEscape(ans.EventID))
+	res, page := get("//evil.example/events/" + url.PathEscape(ans.EventID) + "/replay") // the preview, with the form
 
 	// The redirect after an action stays on the site too.
 	var cookie *http.Cookie
@@ -137,7 +138,8 @@ func TestDashboardActionLogNamesUser(t *testing.T) {
 		t.Fatalf("event: status %d, %+v", status, ans)
 	}
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:pw-1"))
-	if res := dashboardPost(t, "/events/"+url.PathEscape(ans.EventID), "/events/"+url.PathEscape(ans.EventID)+"/replay", auth); res.StatusCode != http.StatusSeeOther {
+	replay := "/events/" + url.PathEscape(ans.EventID) + "/replay"
+	if res := dashboardPost(t, replay, replay, auth); res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("replay: status %d", res.StatusCode)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -199,4 +201,68 @@ func dashboardPost(t *testing.T, pagePath, action, auth string) *http.Response {
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	return res
+}
+
+// TestDashboardReplayPreview: Replay first shows what will be sent again
+// (the webhooks of the running config) and says it goes out under new IDs;
+// only the confirmation's POST queues anything.
+func TestDashboardReplayPreview(t *testing.T) {
+	rc := newReceiver(t, nil)
+	startCaddy(t, "allow_destinations 127.0.0.1/32", fmt.Sprintf(`
+	handle /hooks {
+		callhook {
+			target shop
+			event after_call
+			webhook crm {
+				on after_call
+				url %[1]s/crm
+				param call_id call.call_id
+			}
+			webhook erp {
+				on after_call
+				url %[1]s/erp
+				param call_id call.call_id
+			}
+			webhook ringing {
+				on before_call
+				url %[1]s/ringing
+				param call_id call.call_id
+			}
+		}
+	}
+	handle {
+		callhook_dashboard
+	}`, rc.URL))
+	status, ans, _ := send(t, "POST", "/hooks", "application/json", `{"call_id":"preview-1"}`)
+	if status != 202 {
+		t.Fatalf("event: status %d, %+v", status, ans)
+	}
+	rc.waitHits(t, 2)
+	replay := "/events/" + url.PathEscape(ans.EventID) + "/replay"
+	res, err := http.Get(caddyBase + replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	page := string(raw)
+	if res.StatusCode != 200 {
+		t.Fatalf("GET %s: status %d: %s", replay, res.StatusCode, page)
+	}
+	for _, want := range []string{"shop/crm", "shop/erp", "new ID", "webhook-id", `id="confirm-replay"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the replay preview lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "shop/ringing") {
+		t.Error("the preview lists a webhook that does not fire for after_call")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(rc.got()); n != 2 {
+		t.Fatalf("the preview sent something: the receiver has %d requests, want 2", n)
+	}
+	if res := dashboardPost(t, replay, replay, ""); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("confirming the replay: status %d", res.StatusCode)
+	}
+	rc.waitHits(t, 4)
 }

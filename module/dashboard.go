@@ -212,8 +212,9 @@ func (h *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	}
 	v.csrf = csrfCookie(w, r, base)
 
-	isAction := route.name == "retry" || route.name == "delete" || route.name == "replay" || route.name == "resume"
-	isBulk := route.name == "dead-retry" || route.name == "dead-delete"
+	// A bulk action and a replay have a GET preview that asks to confirm.
+	isAction := route.name == "retry" || route.name == "delete" || route.name == "resume"
+	isBulk := route.name == "dead-retry" || route.name == "dead-delete" || route.name == "replay"
 	switch {
 	case isAction && r.Method != http.MethodPost,
 		isBulk && r.Method != http.MethodPost && r.Method != http.MethodGet && r.Method != http.MethodHead,
@@ -394,6 +395,12 @@ func (h *Dashboard) page(v *view) error {
 		}
 		view := viewEvent(ev, ds)
 		return v.render("event", "Event "+ev.ID, eventData{E: view, DataJSON: prettyJSON(view.Data), RequestJSON: prettyJSON(view.Request)})
+	case "replay":
+		data, err := h.svc.replayPreview(ctx, v.route.args[0])
+		if err != nil {
+			return v.fail(err)
+		}
+		return v.render("replay", "Replay event "+data.E.ID, data)
 	case "dead-retry", "dead-delete":
 		f, err := formFilter(q)
 		if err != nil {

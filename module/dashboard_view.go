@@ -39,6 +39,7 @@ var dashboardPages = func() map[string]*template.Template {
 		"ms":         func(f float64) string { return fmt.Sprintf("%.1f ms", f) },
 		"q":          withQuery,
 		"dead":       deadDeliveries[int],
+		"list":       webhookList,
 	}
 	pages := map[string]*template.Template{}
 	names, err := fs.Glob(dashboardFiles, "dashboard/*.html")
@@ -338,7 +339,7 @@ func shortTime(v any) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format("2006-01-02 15:04:05")
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
 // excerpt cuts a text for a table cell.
