@@ -25,11 +25,11 @@ const (
 // field is one canonical call field: its expr tag name, where it lives in
 // Call and how a value for it is coerced.
 type field struct {
-	name   string
+	name  string
 	index int // position in Call: its reflect field index, and a stable error order
 	kind  fieldKind
 	slot  int // index into the builder's backing slice for this kind
-	enum   *enumSpec
+	enum  *enumSpec
 }
 
 // enumSpec lists the values an enum field accepts.
