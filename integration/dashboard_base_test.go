@@ -24,25 +24,12 @@ import (
 // //evil.example (a browser reads that as another site).
 func TestDashboardBaseNeverOffSite(t *testing.T) {
 	rc := newReceiver(t, nil)
-	startCaddy(t, "allow_destinations 127.0.0.1/32", fmt.Sprintf(`
-	handle /hooks {
-		callhook {
-			target shop
-			event after_call
+	ans := startRootDashboard(t, fmt.Sprintf(`
 			webhook crm {
 				on after_call
 				url %s/crm
 				param call_id call.call_id
-			}
-		}
-	}
-	handle {
-		callhook_dashboard
-	}`, rc.URL))
-	status, ans, _ := send(t, "POST", "/hooks", "application/json", `{"call_id":"base-1"}`)
-	if status != 202 {
-		t.Fatalf("event: status %d, %+v", status, ans)
-	}
+			}`, rc.URL), "base-1")
 	offSite := regexp.MustCompile(`(?i)(href|src|action)="(//|/\\|https?:)`)
 
 	get := func(path string) (*http.Response, string) {
@@ -208,11 +195,7 @@ func dashboardPost(t *testing.T, pagePath, action, auth string) *http.Response {
 // only the confirmation's POST queues anything.
 func TestDashboardReplayPreview(t *testing.T) {
 	rc := newReceiver(t, nil)
-	startCaddy(t, "allow_destinations 127.0.0.1/32", fmt.Sprintf(`
-	handle /hooks {
-		callhook {
-			target shop
-			event after_call
+	ans := startRootDashboard(t, fmt.Sprintf(`
 			webhook crm {
 				on after_call
 				url %[1]s/crm
@@ -227,16 +210,7 @@ func TestDashboardReplayPreview(t *testing.T) {
 				on before_call
 				url %[1]s/ringing
 				param call_id call.call_id
-			}
-		}
-	}
-	handle {
-		callhook_dashboard
-	}`, rc.URL))
-	status, ans, _ := send(t, "POST", "/hooks", "application/json", `{"call_id":"preview-1"}`)
-	if status != 202 {
-		t.Fatalf("event: status %d, %+v", status, ans)
-	}
+			}`, rc.URL), "preview-1")
 	rc.waitHits(t, 2)
 	replay := "/events/" + url.PathEscape(ans.EventID) + "/replay"
 	res, err := http.Get(caddyBase + replay)
@@ -265,4 +239,26 @@ func TestDashboardReplayPreview(t *testing.T) {
 		t.Fatalf("confirming the replay: status %d", res.StatusCode)
 	}
 	rc.waitHits(t, 4)
+}
+
+// startRootDashboard starts Caddy with callhook (target shop, event
+// after_call, the webhooks given) on /hooks and the dashboard at the site
+// root, and posts one event for callID.
+func startRootDashboard(t *testing.T, webhooks, callID string) answer {
+	t.Helper()
+	startCaddy(t, "allow_destinations 127.0.0.1/32", `
+	handle /hooks {
+		callhook {
+			target shop
+			event after_call`+webhooks+`
+		}
+	}
+	handle {
+		callhook_dashboard
+	}`)
+	status, ans, _ := send(t, "POST", "/hooks", "application/json", `{"call_id":"`+callID+`"}`)
+	if status != 202 {
+		t.Fatalf("event: status %d, %+v", status, ans)
+	}
+	return ans
 }
