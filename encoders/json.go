@@ -30,8 +30,6 @@ func (jsonEncoder) CheckNames(names []string, _ Options) error {
 	return checkNestedNames(names, nil)
 }
 
-// writeJSONValue writes v by hand rather than through encoding/json: the
-// type switch avoids reflection and the per-call encoder allocation.
 // WriteJSON writes v as the json format writes a param's value: map keys
 // sorted, so equal values give equal bytes, and json.Number as it was sent.
 // For decoded bodies it is what encoding/json's Marshal gives (bar HTML
@@ -39,6 +37,8 @@ func (jsonEncoder) CheckNames(names []string, _ Options) error {
 // data this way.
 func WriteJSON(dst *bytes.Buffer, v any) error { return writeJSONValue(dst, v, 0) }
 
+// writeJSONValue writes v by hand rather than through encoding/json: the
+// type switch avoids reflection and the per-call encoder allocation.
 func writeJSONValue(dst *bytes.Buffer, v any, depth int) error {
 	var tmp [64]byte
 	switch v := v.(type) {

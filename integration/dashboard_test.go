@@ -471,8 +471,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("event data %q", got)
 	}
 	page()
-	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("replay")))
-	must("pressing Replay", err)
+	// Replay first previews what goes out again, under new IDs.
+	must("pressing Replay", chromedp.Do(ctx, chromedp.Click(chromedp.ID("replay")), chromedp.WaitVisible(chromedp.ID("confirm-replay"))))
+	if got := text("#preview"); !strings.Contains(got, "shop/good") || !strings.Contains(got, "new ID") {
+		t.Errorf("replay preview %q", got)
+	}
+	page()
+	_, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("confirm-replay")))
+	must("confirming Replay", err)
 	must("after replay", chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(".flash"))))
 	loc, _ := chromedp.Run(ctx, chromedp.Location())
 	newEv := strings.TrimPrefix(strings.SplitN(loc, "?", 2)[0], base+"events/")
@@ -542,6 +548,22 @@ func TestDashboardInBrowser(t *testing.T) {
 		must("measuring "+p, err)
 		if w > 360 {
 			t.Errorf("%s is %v px wide at a 360 px viewport", p, w)
+		}
+		// A one-word cell (after_call, delivered, shop/good) is never
+		// broken mid-word: its table scrolls instead.
+		broken, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("td, th")].filter(c => !c.classList.contains("err")).flatMap(c => {
+			const out = [], walk = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
+			for (let n; (n = walk.nextNode()); ) {
+				const w = n.textContent.trim();
+				if (!w || /\s/.test(w)) continue;
+				const r = document.createRange(); r.selectNodeContents(n);
+				if (new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1) out.push(w);
+			}
+			return out;
+		})`))
+		must("measuring the cells of "+p, err)
+		if len(broken) > 0 {
+			t.Errorf("%s breaks these words across lines at 360 px: %q", p, broken)
 		}
 	}
 	t.Logf("pages checked in the browser: %d", len(seen))

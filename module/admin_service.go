@@ -187,7 +187,7 @@ func (s *adminService) retry(ctx context.Context, id string) (*queue.Delivery, e
 		return nil, s.stateError(ctx, e, id, err, "retried")
 	}
 	e.pool.Notify()
-	s.logger.Info("dead delivery put back in the queue by hand", operatorFields(d)...)
+	s.log(ctx).Info("dead delivery put back in the queue by hand", operatorFields(d)...)
 	return d, nil
 }
 
@@ -313,7 +313,7 @@ func (s *adminService) retryDead(ctx context.Context, f queue.Filter) (retryAnsw
 	if err != nil {
 		return out, queueError(err, fmt.Sprintf("retrying dead deliveries (%d retried before the error)", out.Retried))
 	}
-	s.logger.Info("dead deliveries put back in the queue by hand",
+	s.log(ctx).Info("dead deliveries put back in the queue by hand",
 		append(filterFields(f), zap.Int("retried", out.Retried), zap.Int("skipped_never_rendered", out.Skipped))...)
 	return out, nil
 }
@@ -363,7 +363,7 @@ func (s *adminService) remove(ctx context.Context, id string) error {
 	if err := e.deleteDelivery(ctx, id); err != nil {
 		return s.stateError(ctx, e, id, err, "deleted")
 	}
-	s.logger.Info("dead delivery deleted by hand", operatorFields(d)...)
+	s.log(ctx).Info("dead delivery deleted by hand", operatorFields(d)...)
 	return nil
 }
 
@@ -391,7 +391,7 @@ func (s *adminService) removeDead(ctx context.Context, f queue.Filter) (int, err
 	if err != nil {
 		return deleted, queueError(err, fmt.Sprintf("deleting dead deliveries (%d deleted before the error)", deleted))
 	}
-	s.logger.Info("dead deliveries deleted by hand", append(filterFields(f), zap.Int("deleted", deleted))...)
+	s.log(ctx).Info("dead deliveries deleted by hand", append(filterFields(f), zap.Int("deleted", deleted))...)
 	return deleted, nil
 }
 
@@ -468,7 +468,7 @@ func (s *adminService) replay(ctx context.Context, eventID string) (queue.Enqueu
 		return res, recoveryError(err, "replaying event "+eventID)
 	}
 	e.pool.Notify()
-	s.logger.Info("event replayed by hand", zap.String("event_id", eventID), zap.String("new_event_id", res.EventID), zap.Int("deliveries", len(res.Refs)))
+	s.log(ctx).Info("event replayed by hand", zap.String("event_id", eventID), zap.String("new_event_id", res.EventID), zap.Int("deliveries", len(res.Refs)))
 	return res, nil
 }
 
@@ -510,7 +510,7 @@ func (s *adminService) resume(ctx context.Context, target, webhook string) error
 		return recoveryError(err, "resuming webhook "+queue.WebhookKey(target, webhook))
 	}
 	e.pool.Notify()
-	s.logger.Info("webhook resumed by hand", zap.String("target", target), zap.String("webhook", webhook))
+	s.log(ctx).Info("webhook resumed by hand", zap.String("target", target), zap.String("webhook", webhook))
 	return nil
 }
 

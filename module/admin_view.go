@@ -8,6 +8,7 @@ import (
 
 	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/delivery"
+	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
@@ -215,7 +216,8 @@ func viewReplay(of string, res queue.EnqueueResult) replayAnswer {
 	return out
 }
 
-// eventView is a stored event with its deliveries.
+// eventView is a stored event with its deliveries. Data is the event's
+// decoded body; Request is the request it came in (see storedEventParts).
 type eventView struct {
 	ID         string         `json:"id"`
 	Target     string         `json:"target"`
@@ -223,6 +225,7 @@ type eventView struct {
 	CallID     string         `json:"call_id"`
 	ReceivedAt string         `json:"received_at"`
 	Data       any            `json:"data,omitempty"`
+	Request    any            `json:"request,omitempty"`
 	Deliveries []deliveryView `json:"deliveries"`
 }
 
@@ -233,7 +236,7 @@ func viewEvent(ev *queue.Event, ds []*queue.Delivery) eventView {
 		Deliveries: make([]deliveryView, 0, len(ds)),
 	}
 	if len(ev.Data) > 0 {
-		v.Data = redactedJSON(ev.Data)
+		v.Data, v.Request = storedEventParts(ev.Data)
 	}
 	for _, d := range ds {
 		v.Deliveries = append(v.Deliveries, viewDelivery(d, listResponseBytes))
@@ -260,6 +263,38 @@ func trimID(id string) string {
 
 // redactedJSON is stored JSON decoded and redacted (redact.Value), or the
 // redacted text when it is not JSON.
+// storedEventParts splits a stored event ({"data": body, "request":
+// request info}, the request under its Go field names, as every version
+// stored it) into the body and the request with the names the expressions
+// use (method, path, remote_ip, headers, query), both redacted. Data that
+// is not in that shape is shown whole.
+func storedEventParts(raw []byte) (data, request any) {
+	var st struct {
+		Data    json.RawMessage     `json:"data"`
+		Request *intake.RequestInfo `json:"request"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil || st.Data == nil || st.Request == nil {
+		return redactedJSON(raw), nil
+	}
+	r := st.Request
+	return redactedJSON(st.Data), redact.Value(map[string]any{
+		"method": r.Method, "path": r.Path, "remote_ip": r.RemoteIP,
+		"headers": stringMap(r.Headers), "query": stringMap(r.Query),
+	})
+}
+
+// stringMap is m as redact.Value walks it; nil for an empty one.
+func stringMap(m map[string]string) any {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
 func redactedJSON(raw []byte) any {
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {

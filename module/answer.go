@@ -3,12 +3,14 @@ package callhook
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"syscall"
 	"time"
 
+	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
@@ -53,12 +55,41 @@ func (h *Handler) answerRefs(ctx context.Context, refs []queue.Ref, ds []*queue.
 		if d != nil {
 			ref.State = d.State
 			if d.State == queue.Dead {
-				ref.Error = d.LastError
+				ref.Error = h.app.deadReason(d)
 			}
 		}
 		out = append(out, ref)
 	}
 	return out
+}
+
+// deadReason is what the event's sender is told of a dead delivery (a
+// repeat's refs can name one that died sending). A render error is shown,
+// redacted like every other view; the error of a delivery that died
+// sending is for operators only: it quotes the receiver's answer or what
+// the SSRF guard resolved a {param.*} host to.
+func (a *App) deadReason(d *queue.Delivery) string {
+	if d.AttemptCount > 0 || len(d.Attempts) > 0 {
+		return fmt.Sprintf("delivery failed after %d attempt(s); its last error is in the admin API and dashboard (delivery %s)", max(d.AttemptCount, len(d.Attempts)), d.ID)
+	}
+	var secrets [][]byte
+	if e := a.loadEngine(); e != nil {
+		secrets, _ = e.signingSecrets(d)
+	}
+	return redact.For(d, secrets...).Text(d.LastError)
+}
+
+// statusClientClosed is the status of a request its client gave up on
+// (nginx's 499, which Caddy's reverse proxy uses too).
+const statusClientClosed = 499
+
+// clientGone reports whether the queue failed because the request's
+// client went away (its context was cancelled): nothing is wrong with the
+// queue, and nobody is left to answer. errNotStarted counts when the wait
+// for Start was cut short by the client.
+func clientGone(r *http.Request, err error) bool {
+	return errors.Is(r.Context().Err(), context.Canceled) &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, errNotStarted))
 }
 
 // queueErrorStatus says how to answer an event the queue did not store:

@@ -26,12 +26,12 @@ import (
 //	caddy callhook replay <event-id>
 //
 // --address (or --config/--adapter, as for caddy reload) names the admin
-// endpoint; the default is Caddy's, localhost:2019.
+// endpoint; the default is Caddy's, localhost:2019, or CADDY_ADMIN.
 
 // addAdminCommands adds the admin subcommands to `caddy callhook`.
 func addAdminCommands(cmd *cobra.Command) {
 	addressFlags := func(c *cobra.Command) {
-		c.Flags().String("address", "", "The address of Caddy's admin endpoint (default: from --config, else localhost:2019)")
+		c.Flags().String("address", "", "The address of Caddy's admin endpoint (default: from --config, else $CADDY_ADMIN, else localhost:2019)")
 		c.Flags().StringP("config", "c", "", "Configuration file whose admin address to use")
 		c.Flags().StringP("adapter", "a", "", "Name of config adapter to apply with --config")
 		c.Flags().StringP("format", "f", "text", "Output format: text or json (the admin API's answer)")
@@ -77,9 +77,11 @@ cursor of the next page when there is one.
 			return cl.deliveries(q)
 		}),
 	}
-	for _, f := range []string{"state", "webhook", "event", "call-id", "target", "limit", "cursor", "event-id"} {
+	for _, f := range []string{"state", "webhook", "event", "call-id", "target", "event-id"} {
 		deliveries.Flags().String(f, "", "Only deliveries with this "+strings.ReplaceAll(f, "-", "_"))
 	}
+	deliveries.Flags().String("limit", "", fmt.Sprintf("How many deliveries to list, at most (default %d, up to %d)", defaultAdminLimit, maxAdminLimit))
+	deliveries.Flags().String("cursor", "", "Where the next page starts: the cursor the last line of the previous page names")
 	addressFlags(deliveries)
 
 	retry := &cobra.Command{
@@ -148,6 +150,9 @@ func newAdminClient(address, config, adapter, format string, stdout io.Writer) (
 func (cl adminClient) call(method, uri string, v any) ([]byte, error) {
 	res, err := cl.do(cl.addr, method, uri, nil, nil)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "performing request:") {
+			return nil, cl.unreachable(err)
+		}
 		// AdminAPIRequest turns an error answer into an error that holds the
 		// body; its message is the API's own.
 		return nil, errors.New(apiErrorText(err.Error()))
@@ -167,6 +172,19 @@ func (cl adminClient) call(method, uri string, v any) ([]byte, error) {
 	}
 	return raw, nil
 }
+
+// unreachable is the error when nothing answers at the admin address: the
+// usual cause is a Caddy whose config moved its admin endpoint (the quick
+// start's is localhost:2999), so it says how to point the command there.
+func (cl adminClient) unreachable(err error) error {
+	return fmt.Errorf("nothing answers at %s, the admin endpoint this command uses (%v): is Caddy running? "+
+		"If its config sets another `admin` address (the quick start's is localhost:2999), name it with "+
+		"--address localhost:2999, --config <its Caddyfile>, or the CADDY_ADMIN environment variable", cl.addr, err)
+}
+
+// oneLine puts a text on one line for a table cell: a multi-line error
+// (an expression's caret, a receiver's body) or a tab would break the rows.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // apiErrorText keeps the status and the message of an {"error": ...}
 // answer in s.
@@ -205,7 +223,7 @@ func (cl adminClient) deliveries(q url.Values) error {
 	tw := tabwriter.NewWriter(cl.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tTARGET/WEBHOOK\tEVENT\tCALL_ID\tCREATED\tATTEMPTS\tLAST_ERROR")
 	for _, d := range page.Deliveries {
-		lastErr, _ := cutText(redact.Text(d.LastError), 160)
+		lastErr, _ := cutText(oneLine(redact.Text(d.LastError)), 160)
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.State, d.Target, d.Webhook, d.Event, d.CallID, d.CreatedAt, len(d.Attempts), lastErr)
 	}
 	if err := tw.Flush(); err != nil {
@@ -255,7 +273,7 @@ func (cl adminClient) replay(eventID string) error {
 	for _, d := range ans.Deliveries {
 		line := fmt.Sprintf("  %s\t%s\t%s", d.ID, d.Webhook, d.State)
 		if d.Error != "" {
-			line += "\t" + redact.Text(d.Error)
+			line += "\t" + oneLine(redact.Text(d.Error))
 		}
 		fmt.Fprintln(cl.stdout, line)
 	}

@@ -181,6 +181,11 @@ func basePath(r *http.Request, depth int) string {
 		return "/"
 	}
 	parts = parts[:len(parts)-depth]
+	// Leading empty segments are the extra slashes of "//evil.example/...":
+	// echoed, they make every link and redirect protocol-relative, off-site.
+	for len(parts) > 0 && parts[0] == "" {
+		parts = parts[1:]
+	}
 	if len(parts) == 0 {
 		return "/"
 	}
@@ -207,8 +212,9 @@ func (h *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	}
 	v.csrf = csrfCookie(w, r, base)
 
-	isAction := route.name == "retry" || route.name == "delete" || route.name == "replay" || route.name == "resume"
-	isBulk := route.name == "dead-retry" || route.name == "dead-delete"
+	// A bulk action and a replay have a GET preview that asks to confirm.
+	isAction := route.name == "retry" || route.name == "delete" || route.name == "resume"
+	isBulk := route.name == "dead-retry" || route.name == "dead-delete" || route.name == "replay"
 	switch {
 	case isAction && r.Method != http.MethodPost,
 		isBulk && r.Method != http.MethodPost && r.Method != http.MethodGet && r.Method != http.MethodHead,
@@ -257,7 +263,7 @@ func (h *Dashboard) checkPost(v *view) error {
 // act runs one action and sends the browser on to the page that shows its
 // result (POST, redirect, GET).
 func (h *Dashboard) act(v *view) error {
-	ctx, route := v.r.Context(), v.route
+	ctx, route := withActor(v.r.Context(), "dashboard", v.r), v.route
 	var to string
 	switch route.name {
 	case "retry":
@@ -387,7 +393,14 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
-		return v.render("event", "Event "+ev.ID, eventData{E: viewEvent(ev, ds), DataJSON: prettyJSON(viewEvent(ev, nil).Data)})
+		view := viewEvent(ev, ds)
+		return v.render("event", "Event "+ev.ID, eventData{E: view, DataJSON: prettyJSON(view.Data), RequestJSON: prettyJSON(view.Request)})
+	case "replay":
+		data, err := h.svc.replayPreview(ctx, v.route.args[0])
+		if err != nil {
+			return v.fail(err)
+		}
+		return v.render("replay", "Replay event "+data.E.ID, data)
 	case "dead-retry", "dead-delete":
 		f, err := formFilter(q)
 		if err != nil {

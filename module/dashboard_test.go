@@ -61,6 +61,10 @@ func TestBasePath(t *testing.T) {
 		{"/", "/", "/"},
 		{"/dash/", "/", "/dash/"},
 		{"/deliveries", "/deliveries", "/"},
+		// A doubled slash must not make the base a protocol-relative URL.
+		{"//evil.example/deliveries", "//evil.example/deliveries", "/evil.example/"},
+		{"///evil.example/x/deliveries/msg_1", "///evil.example/x/deliveries/msg_1", "/evil.example/x/"},
+		{"//", "//", "/"},
 	} {
 		r := httptest.NewRequest("GET", tc.stripped, nil)
 		or := httptest.NewRequest("GET", tc.orig, nil)

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
+	"github.com/callhook/caddy-callhook/internal/text"
 	"github.com/callhook/caddy-callhook/module/delivery"
 	"github.com/callhook/caddy-callhook/module/intake"
 	"github.com/callhook/caddy-callhook/module/queue"
@@ -38,6 +39,7 @@ var dashboardPages = func() map[string]*template.Template {
 		"ms":         func(f float64) string { return fmt.Sprintf("%.1f ms", f) },
 		"q":          withQuery,
 		"dead":       deadDeliveries[int],
+		"list":       webhookList,
 	}
 	pages := map[string]*template.Template{}
 	names, err := fs.Glob(dashboardFiles, "dashboard/*.html")
@@ -224,8 +226,8 @@ type (
 	}
 
 	eventData struct {
-		E        eventView
-		DataJSON string
+		E                     eventView
+		DataJSON, RequestJSON string
 	}
 
 	confirmData struct {
@@ -337,19 +339,15 @@ func shortTime(v any) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format("2006-01-02 15:04:05")
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
 // excerpt cuts a text for a table cell.
 func excerpt(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if cut, ok := text.Cut(s, n); ok {
+		return cut + "…"
 	}
-	cut := n
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…"
+	return s
 }
 
 // withQuery is q with key set to value (paging links keep the filters).

@@ -167,6 +167,7 @@ func (e *engine) release(a *App) {
 // settings reach a running engine. e.mu must be held.
 func (e *engine) applyLocked(s settings) {
 	retentionChanged := e.settings.retention != s.retention
+	e.forgetRemovedWebhooks(e.settings.webhooks, s.webhooks)
 	e.settings = s
 	if retentionChanged && e.pruneKick != nil {
 		// A new retention applies now, not at the next 10-minute prune.
@@ -285,8 +286,14 @@ func (e *engine) Destruct() error {
 	e.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	// A prune runs in chunks and stops between them once cancelled.
+	// A prune runs in chunks and stops between them once cancelled. It
+	// stops while the pool drains, not before: waiting for it first let
+	// workers start attempts that the rest of the drain then cut.
 	e.cancelPrune()
+	if err := e.pool.Stop(ctx); err != nil {
+		e.logger.Warn("stopped before every in-flight delivery finished; they will be retried on the next start",
+			zap.Duration("drain_timeout", drain), zap.Error(err))
+	}
 	select {
 	case <-e.pruneDone:
 	case <-ctx.Done():
@@ -295,10 +302,6 @@ func (e *engine) Destruct() error {
 	select {
 	case <-e.pauseDone:
 	case <-ctx.Done():
-	}
-	if err := e.pool.Stop(ctx); err != nil {
-		e.logger.Warn("stopped before every in-flight delivery finished; they will be retried on the next start",
-			zap.Duration("drain_timeout", drain), zap.Error(err))
 	}
 	// Nothing sends through this engine any more; its kept-alive
 	// connections to receivers would otherwise hold a goroutine pair and a

@@ -3,6 +3,7 @@ package callhook
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
@@ -521,6 +522,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		DedupWindow: h.dedupWindow(),
 		Deliveries:  ds,
 	})
+	if err != nil && clientGone(r, err) {
+		h.logger.Warn("event not accepted: the client closed the connection before the queue had stored it; nothing was answered, its sender should post it again",
+			zap.String("target", h.Target), zap.String("event", ev.Name), zap.String("call_id", ev.CallID),
+			zap.Int("status", statusClientClosed), zap.Error(err))
+		countEvent(h.Target, ev.Name, eventRejected, statusClientClosed)
+		h.recordSyncCalls(context.WithoutCancel(r.Context()), eventID, run.wait())
+		w.WriteHeader(statusClientClosed) // for the access log: nobody reads it
+		return nil
+	}
 	if err != nil {
 		status, msg := queueErrorStatus(err)
 		h.logger.Error("event not accepted: the queue could not store it",

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // ErrBlocked is matched (errors.Is) by every refusal of the SSRF guard.
@@ -133,13 +135,14 @@ func classify(ip netip.Addr) string {
 	}
 	a := ip.As16()
 	switch {
-	case nat64.Contains(ip), nat64Loc.Contains(ip):
-		// The /96 layout (last 32 bits) is the one NAT64 gateways use.
+	case nat64.Contains(ip):
 		v4 := netip.AddrFrom4([4]byte{a[12], a[13], a[14], a[15]})
 		if k := lookup(v4Ranges, v4); k != "" {
 			return fmt.Sprintf("NAT64 for %s %s", k, v4)
 		}
 		return ""
+	case nat64Loc.Contains(ip):
+		return classifyLocalNAT64(a)
 	case sixToFour.Contains(ip):
 		v4 := netip.AddrFrom4([4]byte{a[2], a[3], a[4], a[5]})
 		if k := lookup(v4Ranges, v4); k != "" {
@@ -148,6 +151,47 @@ func classify(ip netip.Addr) string {
 		return ""
 	}
 	return lookup(v6Ranges, ip)
+}
+
+// localNAT64Layouts are where RFC 6052 puts the IPv4 address for the
+// prefix lengths an operator may carve out of the local-use 64:ff9b:1::/48
+// (RFC 8215), with the bytes that must be zero: /48, /56, /64 and /96 (the
+// last 32 bits). Byte 8 (bits 64-71) and the suffix after the IPv4 address
+// are zero in all but /96. The address alone does not say which one the gateway uses.
+var localNAT64Layouts = []struct {
+	v4, zero []int
+}{
+	{[]int{6, 7, 9, 10}, []int{8, 11, 12, 13, 14, 15}},
+	{[]int{7, 9, 10, 11}, []int{8, 12, 13, 14, 15}},
+	{[]int{9, 10, 11, 12}, []int{8, 13, 14, 15}},
+	{[]int{12, 13, 14, 15}, nil},
+}
+
+// classifyLocalNAT64 refuses an address of 64:ff9b:1::/48 if any layout
+// it fits reads a non-public IPv4 address: a gateway with another prefix
+// length than the one read would translate it to that host. The most
+// telling reason is named (a zero-padded reading is often 0.0.0.0, "unspecified" or "this network").
+// A public host refused this way is allowed with allow_destinations.
+func classifyLocalNAT64(a [16]byte) string {
+	var first string
+	for _, l := range localNAT64Layouts {
+		if slices.ContainsFunc(l.zero, func(i int) bool { return a[i] != 0 }) {
+			continue
+		}
+		v4 := netip.AddrFrom4([4]byte{a[l.v4[0]], a[l.v4[1]], a[l.v4[2]], a[l.v4[3]]})
+		k := lookup(v4Ranges, v4)
+		if k == "" {
+			continue
+		}
+		why := fmt.Sprintf("NAT64 for %s %s", k, v4)
+		if !strings.HasPrefix(k, "this network") && k != "unspecified" {
+			return why
+		}
+		if first == "" {
+			first = why
+		}
+	}
+	return first
 }
 
 func lookup(ranges []rangeKind, ip netip.Addr) string {

@@ -61,6 +61,12 @@ func TestGuardCheck(t *testing.T) {
 		{"64:ff9b::7f00:1", "NAT64 for loopback 127.0.0.1"},
 		{"64:ff9b::a9fe:a9fe", "NAT64 for cloud metadata 169.254.169.254"},
 		{"64:ff9b:1::a00:5", "NAT64 for private 10.0.0.5"},
+		// Local-use NAT64 with a /64, /56 or /48 prefix: the IPv4 address
+		// is not in the last 32 bits (which read public 8.0.0.0 here).
+		{"64:ff9b:1:0:a:0:800:0", "NAT64 for private 10.0.0.8"},
+		{"64:ff9b:1:7f:0:1::", "NAT64 for loopback 127.0.0.1"},
+		{"64:ff9b:1:a00:1:200::", "NAT64 for private 10.0.1.2"},
+		{"64:ff9b:1:a9:fe:a9fe::", "NAT64 for cloud metadata 169.254.169.254"},
 		{"2002:0a00:0001::", "6to4 for private 10.0.0.1"},
 		{"2002:a9fe:a9fe::1", "6to4 for cloud metadata 169.254.169.254"},
 		{"::10.0.0.1", "reserved (IPv4-compatible)"},

@@ -85,9 +85,6 @@ type Pool struct {
 	stop   chan struct{} // closed by Stop: lease nothing more
 	wake   chan struct{} // capacity 1: Notify and freed slots coalesce
 	wg     sync.WaitGroup
-	// recording holds a token for each finished attempt whose outcome is
-	// still being written; see work.
-	recording chan struct{}
 	// limits gives per-webhook budgets and pauses for each lease; nil
 	// means none.
 	limits *Limiter
@@ -97,9 +94,12 @@ type Pool struct {
 	perDest     int
 	perDestAuto bool // PerDestination follows Workers on SetWorkers
 	inflight    int
-	byDest      map[string]int
-	started     bool
-	stopped     bool
+	// recording counts finished attempts whose outcome is still being
+	// written after they gave their slot back (at most workers); see work.
+	recording int
+	byDest    map[string]int
+	started   bool
+	stopped   bool
 	// cancelLease ends the dispatcher's waiting lease call.
 	cancelLease context.CancelFunc
 	// unwatch ends Start's subscription to changes of limits and pauses.
@@ -141,7 +141,6 @@ func NewPool(o PoolOptions) *Pool {
 	p.perDest = o.PerDestination
 	p.perDestAuto = o.PerDestination <= 0
 	p.setWorkersLocked(o.Workers)
-	p.recording = make(chan struct{}, p.workers)
 	return p
 }
 
@@ -249,6 +248,24 @@ func (p *Pool) Stop(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// startRecording reports whether one more outcome may be written without
+// its slot: fewer than workers are. It follows SetWorkers.
+func (p *Pool) startRecording() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recording >= p.workers {
+		return false
+	}
+	p.recording++
+	return true
+}
+
+func (p *Pool) doneRecording() {
+	p.mu.Lock()
+	p.recording--
+	p.mu.Unlock()
 }
 
 func (p *Pool) stopping() bool {
@@ -464,11 +481,9 @@ func (p *Pool) work(l queue.Lease) {
 	// again meanwhile. At most `workers` outcomes wait like this; past that
 	// a worker keeps its slot, so a stalled disk slows sending down
 	// instead of piling up goroutines.
-	select {
-	case p.recording <- struct{}{}:
+	if p.startRecording() {
 		free()
-		defer func() { <-p.recording }()
-	default:
+		defer p.doneRecording()
 	}
 
 	now := p.now()

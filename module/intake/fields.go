@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 )
 
 // fieldKind is how a canonical field's value is coerced.
@@ -26,12 +25,11 @@ const (
 // field is one canonical call field: its expr tag name, where it lives in
 // Call and how a value for it is coerced.
 type field struct {
-	name   string
-	index  int // position in Call, for stable error order
-	kind   fieldKind
-	offset uintptr // offset of the field in Call
-	slot   int     // index into the builder's backing slice for this kind
-	enum   *enumSpec
+	name  string
+	index int // position in Call: its reflect field index, and a stable error order
+	kind  fieldKind
+	slot  int // index into the builder's backing slice for this kind
+	enum  *enumSpec
 }
 
 // enumSpec lists the values an enum field accepts.
@@ -71,7 +69,7 @@ type fieldTable struct {
 var fields = buildFieldTable()
 
 // goTypes is the Go type each kind is stored as in Call; buildFieldTable
-// checks it so the unsafe stores in builder.set always match the field.
+// checks it, so the typed stores in builder.set always match the field.
 var goTypes = [...]reflect.Type{
 	kindID:     reflect.TypeFor[*string](),
 	kindString: reflect.TypeFor[*string](),
@@ -92,7 +90,7 @@ func buildFieldTable() *fieldTable {
 		if name == "" {
 			panic(fmt.Sprintf("intake: Call.%s has no expr tag", sf.Name))
 		}
-		f := &field{name: name, index: i, offset: sf.Offset}
+		f := &field{name: name, index: i}
 		switch {
 		case name == "call_id":
 			f.kind = kindID
@@ -158,11 +156,11 @@ type builder struct {
 // set coerces v into field f of the call. It returns nil without touching the
 // call when v means "no value" (null, or "" for a non-string field).
 //
-// The stores go through the field's offset: buildFieldTable has checked that
-// the field at that offset has exactly the type written here, so this is as
-// safe as `c.Field = ...`, without reflection per request.
+// The stores go through a typed pointer to the field, found by reflection
+// and checked by a type assertion (buildFieldTable has checked the types
+// already, so none fails): no unsafe on the input path.
 func (b *builder) set(f *field, v any) error {
-	p := unsafe.Add(unsafe.Pointer(&b.call), f.offset)
+	p := reflect.ValueOf(&b.call).Elem().Field(f.index).Addr().Interface()
 	switch f.kind {
 	case kindID, kindString, kindEnum:
 		var s string
@@ -184,7 +182,7 @@ func (b *builder) set(f *field, v any) error {
 		}
 		i := b.strSlot(f)
 		b.strs[i] = s
-		*(**string)(p) = &b.strs[i]
+		*p.(**string) = &b.strs[i]
 	case kindInt:
 		n, ok, err := coerceInt(v)
 		if err != nil || !ok {
@@ -194,7 +192,7 @@ func (b *builder) set(f *field, v any) error {
 			b.ints = make([]int64, fields.counts[kindInt])
 		}
 		b.ints[f.slot] = n
-		*(**int64)(p) = &b.ints[f.slot]
+		*p.(**int64) = &b.ints[f.slot]
 	case kindFloat:
 		x, ok, err := coerceFloat(v)
 		if err != nil || !ok {
@@ -204,7 +202,7 @@ func (b *builder) set(f *field, v any) error {
 			b.floats = make([]float64, fields.counts[kindFloat])
 		}
 		b.floats[f.slot] = x
-		*(**float64)(p) = &b.floats[f.slot]
+		*p.(**float64) = &b.floats[f.slot]
 	case kindBool:
 		x, ok, err := coerceBool(v)
 		if err != nil || !ok {
@@ -214,7 +212,7 @@ func (b *builder) set(f *field, v any) error {
 			b.bools = make([]bool, fields.counts[kindBool])
 		}
 		b.bools[f.slot] = x
-		*(**bool)(p) = &b.bools[f.slot]
+		*p.(**bool) = &b.bools[f.slot]
 	case kindTime:
 		t, ok, err := coerceTime(v, b.loc)
 		if err != nil || !ok {
@@ -224,13 +222,13 @@ func (b *builder) set(f *field, v any) error {
 			b.times = make([]time.Time, fields.counts[kindTime])
 		}
 		b.times[f.slot] = t
-		*(**time.Time)(p) = &b.times[f.slot]
+		*p.(**time.Time) = &b.times[f.slot]
 	case kindTags:
 		tags, err := coerceTags(v)
 		if err != nil {
 			return err
 		}
-		*(*[]string)(p) = tags
+		*p.(*[]string) = tags
 	}
 	return nil
 }

@@ -244,9 +244,16 @@ func (s *scheduler) claim(t queue.Token, now time.Time) (*leaseRec, error) {
 	return lr, nil
 }
 
+// unclaim hands a lease back after its outcome failed to commit. A sweep
+// while it was finishing skipped it and may have left no next expiry, so
+// it is put back: else the lease could outlive its end until another
+// lease or a restart.
 func (s *scheduler) unclaim(lr *leaseRec) {
 	s.mu.Lock()
 	lr.finishing = false
+	if s.leases[lr.id] == lr && (s.nextExpiry.IsZero() || lr.until.Before(s.nextExpiry)) {
+		s.nextExpiry = lr.until
+	}
 	s.mu.Unlock()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,8 +80,12 @@ type waiting struct {
 	o      Options
 	logger *zap.Logger
 
-	q          atomic.Pointer[Queue]
-	lastErr    atomic.Pointer[error]
+	q       atomic.Pointer[Queue]
+	lastErr atomic.Pointer[error]
+	// mu makes SetMaxPending and the publication of the opened queue one
+	// step each: a cap set between reading it and publishing the queue
+	// was otherwise lost until the next reload.
+	mu         sync.Mutex
 	maxPending atomic.Int64
 
 	closed atomic.Bool
@@ -104,8 +109,13 @@ func (w *waiting) openLoop(ctx context.Context, since time.Time) {
 				_ = q.Close()
 				return
 			}
+			if testHookOpened != nil {
+				testHookOpened(w)
+			}
+			w.mu.Lock()
 			q.SetMaxPending(int(w.maxPending.Load()))
 			w.q.Store(q)
+			w.mu.Unlock()
 			w.logger.Info("NATS reached: the delivery queue is open, ingest and deliveries resume",
 				zap.String("bucket", w.o.Bucket), zap.Duration("waited", time.Since(since).Round(time.Millisecond)), zap.Int("tries", tries))
 			return
@@ -309,11 +319,17 @@ func (w *waiting) Prune(ctx context.Context, r queue.PruneRequest) error {
 // SetMaxPending changes the cap now if the queue is open, and otherwise
 // when it opens.
 func (w *waiting) SetMaxPending(n int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.maxPending.Store(int64(n))
 	if q := w.q.Load(); q != nil {
 		q.SetMaxPending(n)
 	}
 }
+
+// testHookOpened, when set by a test, runs between the queue opening and
+// its publication.
+var testHookOpened func(*waiting)
 
 // Close stops the background open (an open under way is given up) and
 // closes the queue if it opened.
