@@ -101,3 +101,25 @@ func TestRenderFlagsSampleFailures(t *testing.T) {
 		t.Errorf("the output does not show the failing when:\n%s", out.String())
 	}
 }
+
+// TestExamplesRenderGETQueryOnce: the routing lookups of the shipped
+// examples send the caller once in the query, as `render` shows it.
+func TestExamplesRenderGETQueryOnce(t *testing.T) {
+	for _, tt := range []struct{ file, event, want string }{
+		{"ringostat.Caddyfile", "call_forwarding", "GET https://crm.example.com/api/manager?phone=%2B380501234567\n"},
+		{"zadarma.Caddyfile", "before_call", "GET https://crm.example.com/api/route?phone=anonymous\n"},
+		{"binotel.Caddyfile", "before_call", "GET https://crm.example.com/api/customers?phone=anonymous\n"},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			f := filepath.Join("..", "caddyfile_examples", tt.file)
+			status, err := runRender(renderOptions{config: f, event: tt.event, format: "text"}, nil, &out, &errOut)
+			if status != 0 {
+				t.Fatalf("exit %d: %v\n%s", status, err, out.String())
+			}
+			if !strings.Contains(out.String(), tt.want) {
+				t.Errorf("render does not show %q:\n%s", tt.want, out.String())
+			}
+		})
+	}
+}

@@ -19,27 +19,31 @@ import (
 // Webhook is a compiled webhook: every expression type-checked, every
 // template parsed, every setting resolved.
 type Webhook struct {
-	name     string
-	on       []string
-	method   string
-	encoder  encoders.Encoder
-	dates    mapping.DateFormat
-	loc      *time.Location
-	url      template
-	headers  []headerTemplate
-	when     *mapping.Program
-	params   []compiledParam
-	secrets  [][]byte // the signing secrets, newest first
-	ordered  bool
-	rpc      string
-	xmlRoot  string
-	policy   policy
-	inQuery  bool // form params go in the URL's query (GET, DELETE)
-	urlDots  bool // the URL as written has a "." or ".." path segment
-	hasBody  bool
-	ctHeader bool // config sets its own Content-Type
-	sync     bool
-	tls      string // TLS profile key
+	name    string
+	on      []string
+	method  string
+	encoder encoders.Encoder
+	dates   mapping.DateFormat
+	loc     *time.Location
+	url     template
+	headers []headerTemplate
+	when    *mapping.Program
+	params  []compiledParam
+	secrets [][]byte // the signing secrets, newest first
+	ordered bool
+	rpc     string
+	xmlRoot string
+	policy  policy
+	inQuery bool // form params go in the URL's query (GET, DELETE)
+	// queryArgs are the indexes of the params appended to the URL's query
+	// (inQuery): all but those the URL's query already carries through
+	// {param.NAME}, which a receiver would otherwise parse as a list.
+	queryArgs []int
+	urlDots   bool // the URL as written has a "." or ".." path segment
+	hasBody   bool
+	ctHeader  bool // config sets its own Content-Type
+	sync      bool
+	tls       string // TLS profile key
 }
 
 type compiledParam struct {
@@ -185,6 +189,9 @@ func compile(c Config) (*Webhook, error) {
 
 	if w.url, w.urlDots, err = parseURL(c.URL, names); err != nil {
 		return nil, err
+	}
+	if w.inQuery {
+		w.queryArgs = w.url.notInQuery(names)
 	}
 
 	for _, h := range c.Headers {

@@ -134,7 +134,14 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 	d.Request.Method = w.method
 
 	if w.inQuery {
-		if rawURL, err = encoders.AppendQuery(rawURL, params); err != nil {
+		args := params
+		if len(w.queryArgs) < len(params) {
+			args = make([]encoders.Param, len(w.queryArgs))
+			for i, j := range w.queryArgs {
+				args[i] = params[j]
+			}
+		}
+		if rawURL, err = encoders.AppendQuery(rawURL, args); err != nil {
 			return fmt.Errorf("url: %v", err)
 		}
 	}

@@ -319,6 +319,15 @@ func TestFormInQuery(t *testing.T) {
 		{"GET", "https://h/hook?k=v&", "https://h/hook?k=v&a=x+y&b=1%262"},
 		{"GET", "https://h/hook?k=v#top", "https://h/hook?k=v&a=x+y&b=1%262#top"},
 		{"DELETE", "https://h/calls/{param.a}", "https://h/calls/x%20y?a=x+y&b=1%262"},
+		// a param the query already carries is not appended again (a
+		// qs or Rails receiver would read a list); one only in the path
+		// or the fragment still is
+		{"GET", "https://h/route?a={param.a}", "https://h/route?a=x+y&b=1%262"},
+		{"GET", "https://h/route?b={param.b}&a={param.a}", "https://h/route?b=1%262&a=x+y"},
+		{"GET", "https://h/route?caller={param.a}", "https://h/route?caller=x+y&b=1%262"},
+		{"DELETE", "https://h/calls/{param.a}?b={param.b}", "https://h/calls/x%20y?b=1%262&a=x+y"},
+		{"GET", "https://h/route#{param.a}", "https://h/route?a=x+y&b=1%262#x%20y"},
+		{"GET", "https://h/route?a={param.a}&b={param.b}", "https://h/route?a=x+y&b=1%262"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.url, func(t *testing.T) {
