@@ -135,6 +135,9 @@ type renderResult struct {
 	Body    string       `json:"body"`
 	// Signed says a webhook-signature header is added at send time.
 	Signed bool `json:"signed"`
+	// Sample says which built-in sample was rendered when it is not an
+	// ordinary one: the event with every optional field missing.
+	Sample string `json:"sample,omitempty"`
 	// Skipped is why nothing would be sent although the webhook is
 	// declared for the event (its `when` is false).
 	Skipped string `json:"skipped,omitempty"`
@@ -263,6 +266,9 @@ func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data 
 					continue
 				}
 				res := renderResult{Target: h.Target, Event: o.event, Webhook: hook.Name(), Headers: []headerView{}}
+				if sample && string(data) == bareSample {
+					res.Sample = "only call_id, every optional field missing"
+				}
 				d := hook.Render(ev, h.Target, renderID, now)
 				switch {
 				case d == nil:
@@ -496,7 +502,11 @@ func printText(w io.Writer, o renderOptions, results []renderResult) {
 		return
 	}
 	for _, r := range results {
-		fmt.Fprintf(w, "\n# webhook %s (target %s, event %s)", r.Webhook, r.Target, r.Event)
+		fmt.Fprintf(w, "\n# webhook %s (target %s, event %s", r.Webhook, r.Target, r.Event)
+		if r.Sample != "" {
+			fmt.Fprintf(w, "; sample with %s", r.Sample)
+		}
+		fmt.Fprint(w, ")")
 		switch {
 		case r.Error != "":
 			// expr errors span lines (the expression and a caret)

@@ -123,3 +123,31 @@ func TestExamplesRenderGETQueryOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderSamplesLackOptionalFields: the samples include an event with
+// only its call_id, so a helper that fails on a missing field (e164 of no
+// caller) fails render, naming the param and its line, instead of making
+// the first such call's delivery dead on arrival.
+func TestRenderSamplesLackOptionalFields(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	os.WriteFile(cfg, []byte(`:8080 {
+	callhook {
+		webhook crm {
+			on call_answered
+			url https://crm.example.com/calls
+			param id call.call_id
+			param phone "e164(call.caller, 'UA')"
+		}
+	}
+}
+`), 0o600)
+	var out, errOut bytes.Buffer
+	status, err := runRender(renderOptions{config: cfg, format: "text"}, nil, &out, &errOut)
+	if status != exitRenderFailed || err == nil || !strings.Contains(err.Error(), "sample call_answered") {
+		t.Fatalf("exit %d, %v\n%s", status, err, out.String())
+	}
+	if !strings.Contains(out.String(), "sample with only call_id") || !strings.Contains(out.String(), "webhook crm: param phone: a field it uses is missing (nil)") ||
+		!strings.Contains(out.String(), "Caddyfile:7") {
+		t.Errorf("the output does not name the failing param and its line:\n%s", out.String())
+	}
+}

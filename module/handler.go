@@ -223,6 +223,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.checkLoad(h.app.loadChecks()); err != nil {
 		return err
 	}
+	h.warnSampleFailures()
 	for _, w := range h.Webhooks {
 		initWebhookSeries(h.Target, w.Name)
 		if w.TLS != nil && w.TLS.InsecureSkipVerify {
