@@ -127,3 +127,94 @@ func TestSyncLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncCallsAreNotRetried: a failed sync call is recorded for the
+// webhook's figures and marked as a sync call in the admin API, and retry
+// is refused for it, one by one or in bulk, saying why: it would send a
+// routing lookup for a call that is over.
+func TestSyncCallsAreNotRetried(t *testing.T) {
+	crm := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	notify := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest) // permanent: dead at once
+	})
+	startCaddy(t, `allow_destinations 127.0.0.1/32`, fmt.Sprintf(`
+	handle /calls/* {
+		callhook {
+			webhook route {
+				on before_call
+				sync
+				url %[1]s/route
+				param caller call.caller
+			}
+			webhook notify {
+				on before_call
+				url %[2]s/notify
+				param caller call.caller
+			}
+		}
+	}`, crm.URL, notify.URL))
+	_, raw, _ := postRaw(t, "/calls/before_call", "application/json", `{"call_id":"n-1","caller":"+380501"}`)
+	var a answer
+	json.Unmarshal([]byte(raw), &a)
+	var syncID, notifyID string
+	for _, d := range a.Deliveries {
+		switch d.Webhook {
+		case "route":
+			syncID = d.ID
+		case "notify":
+			notifyID = d.ID
+		}
+	}
+	if syncID == "" || notifyID == "" {
+		t.Fatalf("answer %s", raw)
+	}
+	notify.waitHits(t, 1)
+	waitStats(t, func(s adminStats) bool { return s.Dead == 2 })
+
+	var d struct {
+		State     string `json:"state"`
+		Retryable bool   `json:"retryable"`
+		SyncCall  bool   `json:"sync_call"`
+	}
+	adminJSON(t, "GET", "/callhook/deliveries/"+syncID, 200, &d)
+	if d.State != "dead" || d.Retryable || !d.SyncCall {
+		t.Errorf("failed sync call as listed: %+v", d)
+	}
+	raw = string(adminJSON(t, "POST", "/callhook/deliveries/"+syncID+"/retry", 409, nil))
+	if !strings.Contains(raw, "is a call of sync webhook route") || !strings.Contains(raw, "not retried") {
+		t.Errorf("retry of a sync call: %s", raw)
+	}
+	var preview struct {
+		Dead, Retryable int
+		SyncCalls       int `json:"sync_calls"`
+	}
+	adminJSON(t, "GET", "/callhook/dead", 200, &preview)
+	if preview.Dead != 2 || preview.Retryable != 1 || preview.SyncCalls != 1 {
+		t.Errorf("dead preview %+v", preview)
+	}
+	var bulk struct {
+		Retried   int `json:"retried"`
+		SyncCalls int `json:"skipped_sync_calls"`
+	}
+	adminJSON(t, "POST", "/callhook/dead/retry", 200, &bulk)
+	if bulk.Retried != 1 || bulk.SyncCalls != 1 {
+		t.Errorf("retry of every dead delivery: %+v", bulk)
+	}
+	if n := len(crm.got()); n != 1 {
+		t.Errorf("the CRM got %d routing lookups, want the 1 of the call", n)
+	}
+	var hooks struct {
+		Webhooks []struct {
+			Webhook          string
+			Attempts, Failed int64
+		}
+	}
+	adminJSON(t, "GET", "/callhook/webhooks", 200, &hooks)
+	for _, h := range hooks.Webhooks {
+		if h.Webhook == "route" && (h.Attempts != 1 || h.Failed != 1) {
+			t.Errorf("figures of the sync webhook: %+v", h)
+		}
+	}
+}

@@ -210,6 +210,9 @@ func (e *engine) retryDelivery(ctx context.Context, id string) (*queue.Delivery,
 	if d.State != queue.Dead {
 		return d, fmt.Errorf("delivery %s is %s: %w", id, d.State, queue.ErrNotDead)
 	}
+	if isSyncCall(d) {
+		return nil, errSyncCallRetry(d)
+	}
 	if rendered(d) {
 		n, err := e.q.RetryDead(ctx, id)
 		if err != nil {

@@ -155,7 +155,10 @@ func (h *Handler) callSync(ctx context.Context, c *syncCall, ev *intake.Event, n
 	}
 	c.d = d
 	if d.State == queue.Dead {
-		return // render error: recorded dead, never sent
+		// render error: recorded dead, never sent, and marked as a sync
+		// call like every failed one (isSyncCall)
+		d.LastError = "webhook " + d.Webhook + syncCallMark + "not made: " + strings.TrimPrefix(d.LastError, "webhook "+d.Webhook+": ")
+		return
 	}
 	res, e, skipped := h.app.sendSync(ctx, d)
 	fs := []zap.Field{
