@@ -195,6 +195,10 @@ type Webhook struct {
 	// this long. A paused webhook keeps its deliveries pending until it is
 	// resumed through the admin API. Default: never.
 	DisableAfter caddy.Duration `json:"disable_after,omitempty"`
+	// OmitNil leaves a param whose value is nil (a field the event does
+	// not carry) out of the request, instead of sending null (json), an
+	// empty element (xml) or an empty value (form).
+	OmitNil bool `json:"omit_nil,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -355,6 +359,7 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error)
 		MaxAge:      time.Duration(w.MaxAge),
 		Sync:        w.Sync,
 		Ordered:     w.Ordered,
+		OmitNil:     w.OmitNil,
 	}
 	if w.TLS != nil {
 		c.TLSProfile = tlsProfileKey(h.Target, w.Name)

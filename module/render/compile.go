@@ -35,15 +35,16 @@ type Webhook struct {
 	xmlRoot string
 	policy  policy
 	inQuery bool // form params go in the URL's query (GET, DELETE)
-	// queryArgs are the indexes of the params appended to the URL's query
-	// (inQuery): all but those the URL's query already carries through
-	// {param.NAME}, which a receiver would otherwise parse as a list.
-	queryArgs []int
-	urlDots   bool // the URL as written has a "." or ".." path segment
-	hasBody   bool
-	ctHeader  bool // config sets its own Content-Type
-	sync      bool
-	tls       string // TLS profile key
+	// inURLQuery names the params the URL's query already carries
+	// through {param.NAME}: with inQuery they are not appended again,
+	// which a receiver would parse as a list.
+	inURLQuery []string
+	urlDots    bool // the URL as written has a "." or ".." path segment
+	hasBody    bool
+	ctHeader   bool // config sets its own Content-Type
+	sync       bool
+	tls        string // TLS profile key
+	omitNil    bool   // params whose value is nil are left out
 }
 
 type compiledParam struct {
@@ -191,7 +192,7 @@ func compile(c Config) (*Webhook, error) {
 		return nil, err
 	}
 	if w.inQuery {
-		w.queryArgs = w.url.notInQuery(names)
+		w.inURLQuery = w.url.inQuery()
 	}
 
 	for _, h := range c.Headers {
@@ -216,6 +217,11 @@ func compile(c Config) (*Webhook, error) {
 			return nil, fmt.Errorf("secret %d of %d is empty", i+1, len(c.RotatedSecrets)+1)
 		}
 		key, err := delivery.ParseSecret(sc)
+		if err == nil && strings.HasPrefix(sc, "whsec_") && len(key) < MinWhsecBytes {
+			// Standard Webhooks secrets are 24 to 64 random bytes: a
+			// shorter one was cut when copied, or typed by hand.
+			err = fmt.Errorf("a whsec_ secret must decode to at least %d bytes (Standard Webhooks); this one is %d bytes: copy it whole, or generate one with `echo whsec_$(openssl rand -base64 32)`", MinWhsecBytes, len(key))
+		}
 		if err != nil {
 			if len(c.RotatedSecrets) > 0 {
 				return nil, fmt.Errorf("secret %d of %d: %w", i+1, len(c.RotatedSecrets)+1, err)
@@ -228,6 +234,7 @@ func compile(c Config) (*Webhook, error) {
 		return nil, err
 	}
 	w.ordered = c.Ordered
+	w.omitNil = c.OmitNil
 
 	w.sync = c.Sync
 	w.tls = c.TLSProfile

@@ -109,14 +109,13 @@ func (t template) hasParams() bool {
 	return false
 }
 
-// notInQuery returns the indexes of names that no {param.NAME} of the
-// query part uses. A param used only in the path or the fragment (which is
-// never sent) is not in the query, so it is still appended.
-func (t template) notInQuery(names []string) []int {
-	out := make([]int, 0, len(names))
-	for i, n := range names {
-		if !slices.ContainsFunc(t.parts, func(p part) bool { return p.param && p.escape == escapeQuery && p.text == n }) {
-			out = append(out, i)
+// inQuery returns the names of the params the query part uses. One used
+// only in the path or the fragment (which is never sent) is not there.
+func (t template) inQuery() []string {
+	var out []string
+	for _, p := range t.parts {
+		if p.param && p.escape == escapeQuery && !slices.Contains(out, p.text) {
+			out = append(out, p.text)
 		}
 	}
 	return out
