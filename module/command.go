@@ -144,6 +144,11 @@ type renderResult struct {
 	// Error is why the webhook cannot be rendered for this event: the
 	// delivery would be stored dead with this error.
 	Error string `json:"error"`
+	// Reply is set, and Webhook empty, for the answer to the caller of an
+	// event with a `reply`: as it is when no sync webhook answers (each
+	// sync.<name> nil), which is what the caller gets whenever the lookup
+	// fails. Error is then why the reply fails (the caller would get 500).
+	Reply *replyPreview `json:"reply,omitempty"`
 }
 
 // runRender is `caddy callhook render`. It returns the exit status and, for
@@ -281,6 +286,16 @@ func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data 
 					failed++
 				default:
 					fillRequest(&res, d, hook.Secrets(), o.showSecrets)
+				}
+				results = append(results, res)
+			}
+			if rp := h.replies[o.event]; rp != nil && o.webhook == "" {
+				res := previewReply(h, rp, ev)
+				if sample && string(data) == bareSample {
+					res.Sample = "only call_id, every optional field missing"
+				}
+				if res.Error != "" {
+					failed++
 				}
 				results = append(results, res)
 			}
@@ -502,6 +517,10 @@ func printText(w io.Writer, o renderOptions, results []renderResult) {
 		return
 	}
 	for _, r := range results {
+		if r.Reply != nil {
+			printReply(w, r)
+			continue
+		}
 		fmt.Fprintf(w, "\n# webhook %s (target %s, event %s", r.Webhook, r.Target, r.Event)
 		if r.Sample != "" {
 			fmt.Fprintf(w, "; sample with %s", r.Sample)

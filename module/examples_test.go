@@ -2,6 +2,7 @@ package callhook
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -149,5 +150,48 @@ func TestRenderSamplesLackOptionalFields(t *testing.T) {
 	if !strings.Contains(out.String(), "sample with only call_id") || !strings.Contains(out.String(), "webhook crm: param phone: a field it uses is missing (nil)") ||
 		!strings.Contains(out.String(), "Caddyfile:7") {
 		t.Errorf("the output does not name the failing param and its line:\n%s", out.String())
+	}
+}
+
+// TestRenderPreviewsReply: render shows the answer the caller gets when
+// the sync lookup fails (the reply's fallback), and fails naming the
+// param when that reply cannot be rendered (the caller would get 500).
+func TestRenderPreviewsReply(t *testing.T) {
+	var out, errOut bytes.Buffer
+	f := filepath.Join("..", "caddyfile_examples", "ringostat.Caddyfile")
+	status, err := runRender(renderOptions{config: f, event: "call_forwarding", format: "text"}, nil, &out, &errOut)
+	want := "# reply to the caller (target ringostat, event call_forwarding), when no sync webhook answers (every sync.<name> nil)\n" +
+		"HTTP 200\nContent-Type: text/plain; charset=utf-8\nCache-Control: no-store\n\n380441112233\n"
+	if status != 0 || !strings.Contains(out.String(), want) {
+		t.Errorf("exit %d, %v; want %q in\n%s", status, err, want, out.String())
+	}
+
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	os.WriteFile(cfg, []byte(`:8080 {
+	callhook {
+		webhook crm {
+			on before_call
+			sync
+			url https://crm.example.com/route
+			param caller call.caller
+		}
+		reply before_call {
+			param ext "sync.crm.json.ext"
+		}
+	}
+}
+`), 0o600)
+	out.Reset()
+	status, err = runRender(renderOptions{config: cfg, event: "before_call", format: "json"}, nil, &out, &errOut)
+	if status != exitRenderFailed || err == nil {
+		t.Fatalf("exit %d, %v\n%s", status, err, out.String())
+	}
+	var results []renderResult
+	if err := json.Unmarshal(out.Bytes(), &results); err != nil {
+		t.Fatal(err)
+	}
+	last := results[len(results)-1]
+	if last.Reply == nil || last.Webhook != "" || !strings.Contains(last.Error, "reply before_call: param ext:") || !strings.Contains(last.Error, "the caller would get 500") {
+		t.Errorf("reply preview %+v", last)
 	}
 }
