@@ -81,8 +81,7 @@ func TestSampleEvents(t *testing.T) {
 // TestRenderFlagsSampleFailures: with no --event and --data, render runs
 // each webhook on the samples and fails on a when that breaks there.
 func TestRenderFlagsSampleFailures(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "Caddyfile")
-	os.WriteFile(cfg, []byte(`:8080 {
+	cfg := tempCaddyfile(t, `:8080 {
 	callhook {
 		webhook crm {
 			on after_call
@@ -92,7 +91,7 @@ func TestRenderFlagsSampleFailures(t *testing.T) {
 		}
 	}
 }
-`), 0o600)
+`)
 	var out, errOut bytes.Buffer
 	status, err := runRender(renderOptions{config: cfg, format: "text"}, nil, &out, &errOut)
 	if status != exitRenderFailed || err == nil || !strings.Contains(err.Error(), "sample after_call") {
@@ -130,8 +129,7 @@ func TestExamplesRenderGETQueryOnce(t *testing.T) {
 // caller) fails render, naming the param and its line, instead of making
 // the first such call's delivery dead on arrival.
 func TestRenderSamplesLackOptionalFields(t *testing.T) {
-	cfg := filepath.Join(t.TempDir(), "Caddyfile")
-	os.WriteFile(cfg, []byte(`:8080 {
+	cfg := tempCaddyfile(t, `:8080 {
 	callhook {
 		webhook crm {
 			on call_answered
@@ -141,7 +139,7 @@ func TestRenderSamplesLackOptionalFields(t *testing.T) {
 		}
 	}
 }
-`), 0o600)
+`)
 	var out, errOut bytes.Buffer
 	status, err := runRender(renderOptions{config: cfg, format: "text"}, nil, &out, &errOut)
 	if status != exitRenderFailed || err == nil || !strings.Contains(err.Error(), "sample call_answered") {
@@ -166,8 +164,7 @@ func TestRenderPreviewsReply(t *testing.T) {
 		t.Errorf("exit %d, %v; want %q in\n%s", status, err, want, out.String())
 	}
 
-	cfg := filepath.Join(t.TempDir(), "Caddyfile")
-	os.WriteFile(cfg, []byte(`:8080 {
+	cfg := tempCaddyfile(t, `:8080 {
 	callhook {
 		webhook crm {
 			on before_call
@@ -180,7 +177,7 @@ func TestRenderPreviewsReply(t *testing.T) {
 		}
 	}
 }
-`), 0o600)
+`)
 	out.Reset()
 	status, err = runRender(renderOptions{config: cfg, event: "before_call", format: "json"}, nil, &out, &errOut)
 	if status != exitRenderFailed || err == nil {
@@ -194,4 +191,14 @@ func TestRenderPreviewsReply(t *testing.T) {
 	if last.Reply == nil || last.Webhook != "" || !strings.Contains(last.Error, "reply before_call: param ext:") || !strings.Contains(last.Error, "the caller would get 500") {
 		t.Errorf("reply preview %+v", last)
 	}
+}
+
+// tempCaddyfile writes src to a Caddyfile in a temporary directory.
+func tempCaddyfile(t *testing.T, src string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
