@@ -202,6 +202,12 @@ func TestSyncCallsAreNotRetried(t *testing.T) {
 	if bulk.Retried != 1 || bulk.SyncCalls != 1 {
 		t.Errorf("retry of every dead delivery: %+v", bulk)
 	}
+	var replayed answer
+	adminJSON(t, "POST", "/callhook/events/"+a.EventID+"/replay", 202, &replayed)
+	if len(replayed.Deliveries) != 1 || replayed.Deliveries[0].Webhook != "notify" {
+		t.Errorf("a replay queues the async webhooks only: %+v", replayed.Deliveries)
+	}
+	notify.waitHits(t, 3)
 	if n := len(crm.got()); n != 1 {
 		t.Errorf("the CRM got %d routing lookups, want the 1 of the call", n)
 	}

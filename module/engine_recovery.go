@@ -170,7 +170,9 @@ func (e *engine) replayEvent(ctx context.Context, eventID string) (queue.Enqueue
 		}
 		replay.CallID = iev.CallID
 		for _, hook := range h.hooks {
-			if !hook.Fires(ev.Name) {
+			if !hook.Fires(ev.Name) || hook.Sync() {
+				// A sync webhook answered a caller who is gone by now:
+				// replaying it would queue a lookup for a call that is over.
 				continue
 			}
 			if d := renderSafely(hook, iev, ev.Target, now); d != nil {
@@ -258,6 +260,9 @@ func (e *engine) rerender(ctx context.Context, d *queue.Delivery) (*queue.Delive
 	h, hook := reg.webhook(d.Target, d.Webhook)
 	if hook == nil {
 		return nil, conflict("delivery %s cannot be rendered again: the running config has no webhook %s in target %s; add it back, or delete the delivery", d.ID, d.Webhook, d.Target)
+	}
+	if hook.Sync() {
+		return nil, errSyncCallRetry(d)
 	}
 	iev, err := h.rebuild(ev)
 	if err != nil {
