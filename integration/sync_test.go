@@ -31,6 +31,13 @@ func TestSyncReply(t *testing.T) {
 	crm := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Crm-Node", "n1")
+		if n := len(r.URL.Query()["caller"]); n != 1 {
+			// a qs or Rails receiver would read a list: the URL's query
+			// carries caller, so GET form must not append it again
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":"caller %d times in %s"}`, n, r.URL.RawQuery)
+			return
+		}
 		switch r.URL.Query().Get("caller") {
 		case "slow":
 			time.Sleep(1500 * time.Millisecond)

@@ -216,8 +216,10 @@ type deadCount struct {
 	// Dead is how many dead deliveries match.
 	Dead int `json:"dead"`
 	// Retryable is how many of them POST /callhook/dead/retry would put
-	// back in the queue: all of them.
+	// back in the queue: all but the failed sync calls.
 	Retryable int `json:"retryable"`
+	// SyncCalls counts failed sync webhook calls, which are not retried.
+	SyncCalls int `json:"sync_calls,omitempty"`
 	// NeverRendered counts those whose webhook failed to render: a retry
 	// renders them again from the stored event with the running config
 	// (one that still fails stays dead and is counted as skipped).
@@ -263,6 +265,10 @@ func (s *adminService) previewDead(ctx context.Context, f queue.Filter) (deadCou
 	err = eachDead(ctx, e, f, func(ds []*queue.Delivery) error {
 		for _, d := range ds {
 			c.Dead++
+			if isSyncCall(d) {
+				c.SyncCalls++
+				continue
+			}
 			c.Retryable++
 			if !rendered(d) {
 				c.NeverRendered++
@@ -290,6 +296,10 @@ func (s *adminService) retryDead(ctx context.Context, f queue.Filter) (retryAnsw
 	err = eachDead(ctx, e, f, func(ds []*queue.Delivery) error {
 		var ids []string
 		for _, d := range ds {
+			if isSyncCall(d) {
+				out.SyncCalls++
+				continue
+			}
 			if !rendered(d) {
 				// Rendered again from the stored event with the running
 				// config; one that still fails (or whose event is gone)
@@ -314,7 +324,7 @@ func (s *adminService) retryDead(ctx context.Context, f queue.Filter) (retryAnsw
 		return out, queueError(err, fmt.Sprintf("retrying dead deliveries (%d retried before the error)", out.Retried))
 	}
 	s.log(ctx).Info("dead deliveries put back in the queue by hand",
-		append(filterFields(f), zap.Int("retried", out.Retried), zap.Int("skipped_never_rendered", out.Skipped))...)
+		append(filterFields(f), zap.Int("retried", out.Retried), zap.Int("skipped_never_rendered", out.Skipped), zap.Int("skipped_sync_calls", out.SyncCalls))...)
 	return out, nil
 }
 

@@ -27,6 +27,9 @@ type (
 		// Skipped counts dead deliveries that were never rendered (their
 		// webhook failed to evaluate), which retrying cannot fix.
 		Skipped int `json:"skipped"`
+		// SyncCalls counts failed sync webhook calls left dead: their
+		// calls are over.
+		SyncCalls int `json:"skipped_sync_calls,omitempty"`
 	}
 
 	statsView struct {
@@ -61,6 +64,10 @@ type (
 		Attempts  []attemptView `json:"attempts"`
 		Request   *requestView  `json:"request,omitempty"`
 		Policy    *policyView   `json:"policy,omitempty"`
+
+		// SyncCall marks the record of a failed sync webhook call: dead,
+		// but kept for the figures, not for a retry.
+		SyncCall bool `json:"sync_call,omitempty"`
 	}
 
 	attemptView struct {
@@ -117,8 +124,10 @@ func viewDelivery(d *queue.Delivery, maxResponse int, secrets ...[]byte) deliver
 		FinishedAt:  formatTime(d.FinishedAt),
 		LeasedUntil: formatTime(d.LeasedUntil),
 		LastError:   r.Text(d.LastError),
-		// A dead-on-arrival one is rendered again from its stored event.
-		Retryable: d.State == queue.Dead,
+		// A dead-on-arrival one is rendered again from its stored event; a
+		// failed sync call is not retried (its call is over).
+		Retryable: d.State == queue.Dead && !isSyncCall(d),
+		SyncCall:  isSyncCall(d),
 		Attempts:  make([]attemptView, 0, len(d.Attempts)),
 	}
 	if d.State == queue.Pending {

@@ -170,6 +170,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //				insecure_skip_verify_dangerous
 //			}
 //			ordered
+//			omit_nil
 //			rate_limit   <n>/s|<n>/m
 //			concurrency  <n>
 //			disable_after <duration>
@@ -473,6 +474,11 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 			return wrap("ordered takes no value")
 		}
 		w.Ordered = true
+	case "omit_nil":
+		if d.NextArg() {
+			return wrap("omit_nil takes no value: params whose value is nil are then left out")
+		}
+		w.OmitNil = true
 	case "rate_limit":
 		v, err := one()
 		if err != nil {
@@ -624,7 +630,7 @@ func parseWebhookOption(d *caddyfile.Dispenser, w *Webhook, opt string) error {
 		}
 		w.BackoffMin, w.BackoffMax = caddy.Duration(lo), caddy.Duration(hi)
 	default:
-		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync, ordered, rate_limit, concurrency or disable_after", opt)
+		return wrap("unknown option %q: expected on, url, method, format, date_format, timezone, header, when, param, secret, rpc_method, xml_root, timeout, max_attempts, backoff, max_age, tls, sync, ordered, omit_nil, rate_limit, concurrency or disable_after", opt)
 	}
 	return nil
 }

@@ -107,3 +107,24 @@ func TestProvisionHostileEnv(t *testing.T) {
 		t.Errorf("the error quotes the secret value: %v", err)
 	}
 }
+
+// TestCaddyfileOmitNilAndSecret: omit_nil adapts to "omit_nil": true; a
+// value after it, and a whsec_ secret too short for Standard Webhooks, fail
+// naming the line.
+func TestCaddyfileOmitNilAndSecret(t *testing.T) {
+	adapt := func(opts string) (string, error) {
+		src := ":8080 {\n" + hostileHandler(opts) + "\n}\n"
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+		return string(out), err
+	}
+	out, err := adapt("\t\tparam caller call.caller\n\t\tomit_nil")
+	if err != nil || !strings.Contains(out, `"omit_nil":true`) {
+		t.Errorf("omit_nil: %v\n%s", err, out)
+	}
+	if _, err := adapt("\t\tomit_nil yes"); err == nil || !strings.Contains(err.Error(), "omit_nil takes no value") || !strings.Contains(err.Error(), "Caddyfile:6") {
+		t.Errorf("omit_nil yes: %v", err)
+	}
+	if _, err := adapt("\t\tsecret whsec_abc"); err == nil || !strings.Contains(err.Error(), "at least 24 bytes") || !strings.Contains(err.Error(), "Caddyfile:6") {
+		t.Errorf("secret whsec_abc: %v", err)
+	}
+}

@@ -135,12 +135,20 @@ type renderResult struct {
 	Body    string       `json:"body"`
 	// Signed says a webhook-signature header is added at send time.
 	Signed bool `json:"signed"`
+	// Sample says which built-in sample was rendered when it is not an
+	// ordinary one: the event with every optional field missing.
+	Sample string `json:"sample,omitempty"`
 	// Skipped is why nothing would be sent although the webhook is
 	// declared for the event (its `when` is false).
 	Skipped string `json:"skipped,omitempty"`
 	// Error is why the webhook cannot be rendered for this event: the
 	// delivery would be stored dead with this error.
 	Error string `json:"error"`
+	// Reply is set, and Webhook empty, for the answer to the caller of an
+	// event with a `reply`: as it is when no sync webhook answers (each
+	// sync.<name> nil), which is what the caller gets whenever the lookup
+	// fails. Error is then why the reply fails (the caller would get 500).
+	Reply *replyPreview `json:"reply,omitempty"`
 }
 
 // runRender is `caddy callhook render`. It returns the exit status and, for
@@ -263,6 +271,9 @@ func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data 
 					continue
 				}
 				res := renderResult{Target: h.Target, Event: o.event, Webhook: hook.Name(), Headers: []headerView{}}
+				if sample && string(data) == bareSample {
+					res.Sample = "only call_id, every optional field missing"
+				}
 				d := hook.Render(ev, h.Target, renderID, now)
 				switch {
 				case d == nil:
@@ -275,6 +286,16 @@ func renderEvent(o renderOptions, handlers []*Handler, lines webhookLines, data 
 					failed++
 				default:
 					fillRequest(&res, d, hook.Secrets(), o.showSecrets)
+				}
+				results = append(results, res)
+			}
+			if rp := h.replies[o.event]; rp != nil && o.webhook == "" {
+				res := previewReply(h, rp, ev)
+				if sample && string(data) == bareSample {
+					res.Sample = "only call_id, every optional field missing"
+				}
+				if res.Error != "" {
+					failed++
 				}
 				results = append(results, res)
 			}
@@ -496,7 +517,15 @@ func printText(w io.Writer, o renderOptions, results []renderResult) {
 		return
 	}
 	for _, r := range results {
-		fmt.Fprintf(w, "\n# webhook %s (target %s, event %s)", r.Webhook, r.Target, r.Event)
+		if r.Reply != nil {
+			printReply(w, r)
+			continue
+		}
+		fmt.Fprintf(w, "\n# webhook %s (target %s, event %s", r.Webhook, r.Target, r.Event)
+		if r.Sample != "" {
+			fmt.Fprintf(w, "; sample with %s", r.Sample)
+		}
+		fmt.Fprint(w, ")")
 		switch {
 		case r.Error != "":
 			// expr errors span lines (the expression and a caret)

@@ -224,7 +224,11 @@ func (cl adminClient) deliveries(q url.Values) error {
 	fmt.Fprintln(tw, "ID\tSTATE\tTARGET/WEBHOOK\tEVENT\tCALL_ID\tCREATED\tATTEMPTS\tLAST_ERROR")
 	for _, d := range page.Deliveries {
 		lastErr, _ := cutText(oneLine(redact.Text(d.LastError)), 160)
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.State, d.Target, d.Webhook, d.Event, d.CallID, d.CreatedAt, len(d.Attempts), lastErr)
+		state := string(d.State)
+		if d.SyncCall {
+			state += " (sync call)" // not retried: its call is over
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, state, d.Target, d.Webhook, d.Event, d.CallID, d.CreatedAt, len(d.Attempts), lastErr)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -202,3 +202,24 @@ func TestDashboardResume(t *testing.T) {
 		t.Errorf("still paused: %v", ps)
 	}
 }
+
+// TestDashboardSyncCall: a failed sync call is marked in the list and on
+// its page, which explains it and has no Retry (only Delete).
+func TestDashboardSyncCall(t *testing.T) {
+	h, e := testDashboard(t, false)
+	enqueueTest(t, e, &queue.Delivery{ID: "msg_sync", Target: "shop", Webhook: "route", Event: "before_call", CallID: "c-1", State: queue.Dead,
+		Request:   queue.Request{Method: "GET", URL: "https://h/route?caller=1"},
+		LastError: "webhook route: sync call failed (not retried): http 502"})
+	list := dash(h, httptest.NewRequest("GET", "/deliveries?state=dead", nil)).Body.String()
+	if !strings.Contains(list, ">sync call</span>") {
+		t.Errorf("the dead list does not mark the sync call:\n%s", list)
+	}
+	rec := dash(h, httptest.NewRequest("GET", "/deliveries/msg_sync", nil))
+	page := rec.Body.String()
+	if !strings.Contains(page, `id="sync-call"`) || strings.Contains(page, `id="retry"`) || !strings.Contains(page, `id="delete"`) {
+		t.Errorf("the sync call's page:\n%s", page)
+	}
+	if d, _ := e.q.Get(context.Background(), "msg_sync"); d.State != queue.Dead {
+		t.Errorf("state %s", d.State)
+	}
+}

@@ -170,7 +170,9 @@ func (e *engine) replayEvent(ctx context.Context, eventID string) (queue.Enqueue
 		}
 		replay.CallID = iev.CallID
 		for _, hook := range h.hooks {
-			if !hook.Fires(ev.Name) {
+			if !hook.Fires(ev.Name) || hook.Sync() {
+				// A sync webhook answered a caller who is gone by now:
+				// replaying it would queue a lookup for a call that is over.
 				continue
 			}
 			if d := renderSafely(hook, iev, ev.Target, now); d != nil {
@@ -209,6 +211,9 @@ func (e *engine) retryDelivery(ctx context.Context, id string) (*queue.Delivery,
 	}
 	if d.State != queue.Dead {
 		return d, fmt.Errorf("delivery %s is %s: %w", id, d.State, queue.ErrNotDead)
+	}
+	if isSyncCall(d) {
+		return nil, errSyncCallRetry(d)
 	}
 	if rendered(d) {
 		n, err := e.q.RetryDead(ctx, id)
@@ -255,6 +260,9 @@ func (e *engine) rerender(ctx context.Context, d *queue.Delivery) (*queue.Delive
 	h, hook := reg.webhook(d.Target, d.Webhook)
 	if hook == nil {
 		return nil, conflict("delivery %s cannot be rendered again: the running config has no webhook %s in target %s; add it back, or delete the delivery", d.ID, d.Webhook, d.Target)
+	}
+	if hook.Sync() {
+		return nil, errSyncCallRetry(d)
 	}
 	iev, err := h.rebuild(ev)
 	if err != nil {

@@ -196,6 +196,10 @@ type Webhook struct {
 	// this long. A paused webhook keeps its deliveries pending until it is
 	// resumed through the admin API. Default: never.
 	DisableAfter caddy.Duration `json:"disable_after,omitempty"`
+	// OmitNil leaves a param whose value is nil (a field the event does
+	// not carry) out of the request, instead of sending null (json), an
+	// empty element (xml) or an empty value (form).
+	OmitNil bool `json:"omit_nil,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -224,6 +228,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.checkLoad(h.app.loadChecks()); err != nil {
 		return err
 	}
+	h.warnSampleFailures()
 	for _, w := range h.Webhooks {
 		initWebhookSeries(h.Target, w.Name)
 		if w.TLS != nil && w.TLS.InsecureSkipVerify {
@@ -355,6 +360,7 @@ func (w Webhook) config(repl *caddy.Replacer, h *Handler) (render.Config, error)
 		MaxAge:      time.Duration(w.MaxAge),
 		Sync:        w.Sync,
 		Ordered:     w.Ordered,
+		OmitNil:     w.OmitNil,
 	}
 	if w.TLS != nil {
 		c.TLSProfile = tlsProfileKey(h.Target, w.Name)

@@ -6,7 +6,12 @@ package callhook
 // lasts 0 seconds. `caddy callhook render` runs every webhook on them when no
 // --data is given, so an expression that breaks on ordinary input (a nil in
 // arithmetic, e164 of "anonymous") shows up before the first real call.
-var sampleEvents = map[string][]string{
+//
+// The last sample of each event is bareSample: only the call_id, which is
+// all a PBX must send. An expression that needs an optional field
+// (e164(call.caller) with no caller) fails there, as it would on such a
+// call, and render names the param.
+var sampleEvents = withBare(map[string][]string{
 	"before_call": {`{"call_id":"sample-1","direction":"incoming","insertion_type":"dynamic",` +
 		`"caller":"anonymous","callee":"+380441234567","tracking_number":"+380447654321","pool_name":"ads",` +
 		`"start_time":"2026-11-25T10:00:00Z","utm_source":"google","landing_page":"https://shop.example.com/"}`},
@@ -30,4 +35,14 @@ var sampleEvents = map[string][]string{
 	"after_outgoing_call": {`{"call_id":"sample-2","direction":"outgoing","caller":"301","callee":"+380501234567",` +
 		`"disposition":"no_answer","start_time":"2026-11-25T11:00:00Z","end_time":"2026-11-25T11:00:30Z",` +
 		`"duration":0,"talk_time":0,"agent_id":"301"}`},
+})
+
+// bareSample is an event with every optional field missing.
+const bareSample = `{"call_id":"sample-bare"}`
+
+func withBare(m map[string][]string) map[string][]string {
+	for ev, bodies := range m {
+		m[ev] = append(bodies, bareSample)
+	}
+	return m
 }

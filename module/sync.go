@@ -155,9 +155,26 @@ func (h *Handler) callSync(ctx context.Context, c *syncCall, ev *intake.Event, n
 	}
 	c.d = d
 	if d.State == queue.Dead {
-		return // render error: recorded dead, never sent
+		// render error: recorded dead, never sent, and marked as a sync
+		// call like every failed one (isSyncCall)
+		d.LastError = "webhook " + d.Webhook + syncCallMark + "not made: " + strings.TrimPrefix(d.LastError, "webhook "+d.Webhook+": ")
+		return
 	}
-	res := h.app.sendSync(ctx, d)
+	res, e, skipped := h.app.sendSync(ctx, d)
+	fs := []zap.Field{
+		zap.String("webhook", d.Webhook), zap.String("event", d.Event), zap.String("target", d.Target),
+		zap.String("call_id", d.CallID), zap.String("delivery_id", d.ID),
+	}
+	if skipped != "" {
+		// Not an attempt: nothing was sent, so the failure clock and the
+		// attempt figures do not hear of it.
+		d.State = queue.Dead
+		d.FinishedAt = time.Now()
+		d.LastError = fmt.Sprintf("webhook %s: sync call not made: %s; the reply used its fallback", d.Webhook, skipped)
+		outcomeMetrics{}.Outcome(d, res, delivery.OutcomeDead, time.Time{})
+		h.logger.Warn("sync webhook not called; the reply sees nil", append(fs, zap.String("reason", skipped))...)
+		return
+	}
 	d.Attempts = []queue.Attempt{res.Attempt}
 	d.FinishedAt = res.Attempt.Start.Add(res.Attempt.Duration)
 	final := delivery.OutcomeDelivered
@@ -169,12 +186,14 @@ func (h *Handler) callSync(ctx context.Context, c *syncCall, ev *intake.Event, n
 		d.LastError = fmt.Sprintf("webhook %s: sync call failed (not retried): %s", d.Webhook, res.Reason)
 		final = delivery.OutcomeDead
 	}
-	outcomeMetrics{}.Outcome(d, res, final, time.Time{})
-	fs := []zap.Field{
-		zap.String("webhook", d.Webhook), zap.String("event", d.Event), zap.String("target", d.Target),
-		zap.String("call_id", d.CallID), zap.String("delivery_id", d.ID), zap.Int("status", res.Attempt.Status),
-		zap.Duration("duration", res.Attempt.Duration),
+	if e != nil {
+		// metrics, the webhook's figures and its disable_after clock,
+		// as for a queued delivery's attempt
+		e.Outcome(d, res, final, time.Time{})
+	} else {
+		outcomeMetrics{}.Outcome(d, res, final, time.Time{})
 	}
+	fs = append(fs, zap.Int("status", res.Attempt.Status), zap.Duration("duration", res.Attempt.Duration))
 	if res.OK {
 		h.logger.Info("sync webhook answered", fs...)
 	} else {
@@ -307,15 +326,23 @@ func (h *Handler) writeReply(w http.ResponseWriter, rp *render.Reply, ev *intake
 }
 
 // sendSync makes a sync webhook's one attempt through the engine's
-// SSRF-guarded sender.
-func (a *App) sendSync(ctx context.Context, d *queue.Delivery) delivery.Result {
-	e := a.loadEngine()
+// SSRF-guarded sender, within the webhook's rate_limit and concurrency and
+// unless it is paused. Over a limit or paused, the call is not made (the
+// caller is waiting: it gets the reply's fallback at once) and skipped
+// says why. e is the engine that made it, nil when none runs.
+func (a *App) sendSync(ctx context.Context, d *queue.Delivery) (res delivery.Result, e *engine, skipped string) {
+	e = a.loadEngine()
 	if e == nil {
 		e = a.waitStarted(ctx)
 	}
 	if e == nil {
 		reason := "the callhook app is not running yet"
-		return delivery.Result{Reason: reason, Attempt: queue.Attempt{Start: time.Now(), Error: reason}}
+		return delivery.Result{Reason: reason, Attempt: queue.Attempt{Start: time.Now(), Error: reason}}, nil, ""
 	}
-	return e.sender.Send(ctx, d)
+	key := d.WebhookKey()
+	if ok, why := e.limiter.TryStart(key, time.Now()); !ok {
+		return delivery.Result{Reason: why}, e, why
+	}
+	defer e.limiter.Done(key)
+	return e.sender.Send(ctx, d), e, ""
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -185,3 +186,28 @@ func (l *Limiter) done(key string) {
 		delete(l.inflight, key)
 	}
 }
+
+// TryStart starts an attempt of a webhook at now if it is not paused and
+// its limits allow one at once; it never waits, because a sync webhook's
+// caller is waiting. Otherwise it reports why not (without the webhook's
+// name). An attempt started with TryStart ends with Done.
+func (l *Limiter) TryStart(key string, now time.Time) (ok bool, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.paused[key] {
+		return false, "the webhook is paused (disable_after); resume it with POST /callhook/webhooks/<target>/<webhook>/resume"
+	}
+	if h := l.hooks[key]; h != nil {
+		if c := h.limit.Concurrency; c > 0 && l.inflight[key] >= c {
+			return false, fmt.Sprintf("its concurrency limit is reached (%d calls in flight)", c)
+		}
+		if h.bucket != nil && !h.bucket.AllowN(now, 1) {
+			return false, "its rate_limit is reached"
+		}
+	}
+	l.inflight[key]++
+	return true, ""
+}
+
+// Done ends an attempt started with TryStart.
+func (l *Limiter) Done(key string) { l.done(key) }

@@ -47,3 +47,37 @@ func TestLimiterBudgets(t *testing.T) {
 		t.Errorf("resumed: paused = %v", p)
 	}
 }
+
+// TestLimiterTryStart: a sync call starts at once or not at all: over its
+// concurrency, out of rate tokens or paused, it is refused with why.
+func TestLimiterTryStart(t *testing.T) {
+	l := NewLimiter()
+	now := time.Now()
+	l.SetLimits(map[string]WebhookLimit{"t/conc": {Concurrency: 1}, "t/rate": {Rate: 1, Burst: 1}})
+	if ok, why := l.TryStart("t/conc", now); !ok {
+		t.Fatalf("first call refused: %s", why)
+	}
+	if ok, why := l.TryStart("t/conc", now); ok || why == "" {
+		t.Errorf("second call in flight with concurrency 1: %v %q", ok, why)
+	}
+	l.Done("t/conc")
+	if ok, _ := l.TryStart("t/conc", now); !ok {
+		t.Errorf("after Done the slot is free again")
+	}
+	if ok, _ := l.TryStart("t/rate", now); !ok {
+		t.Errorf("first token refused")
+	}
+	if ok, why := l.TryStart("t/rate", now); ok || why != "its rate_limit is reached" {
+		t.Errorf("no token left: %v %q", ok, why)
+	}
+	if ok, _ := l.TryStart("t/rate", now.Add(time.Second)); !ok {
+		t.Errorf("a token a second later refused")
+	}
+	l.SetPaused("t/free", true)
+	if ok, why := l.TryStart("t/free", now); ok || why == "" {
+		t.Errorf("paused webhook: %v %q", ok, why)
+	}
+	if ok, _ := l.TryStart("t/none", now); !ok {
+		t.Errorf("an unlimited webhook refused")
+	}
+}

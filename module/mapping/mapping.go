@@ -131,6 +131,10 @@ func (p *Program) Run(env any) (out any, err error) {
 		if strings.Contains(err.Error(), "memory budget exceeded") {
 			return nil, fmt.Errorf("the expression allocates or loops over more than %d values for one event: %w", memoryBudget, err)
 		}
+		if strings.Contains(err.Error(), "interface {} is nil") {
+			// expr's own words only say a conversion failed
+			return nil, fmt.Errorf("a field it uses is missing (nil) in this event; give it a fallback with ?? (such as call.caller ?? '') or skip such events with when: %w", err)
+		}
 		return nil, err
 	}
 	return out, nil

@@ -19,27 +19,32 @@ import (
 // Webhook is a compiled webhook: every expression type-checked, every
 // template parsed, every setting resolved.
 type Webhook struct {
-	name     string
-	on       []string
-	method   string
-	encoder  encoders.Encoder
-	dates    mapping.DateFormat
-	loc      *time.Location
-	url      template
-	headers  []headerTemplate
-	when     *mapping.Program
-	params   []compiledParam
-	secrets  [][]byte // the signing secrets, newest first
-	ordered  bool
-	rpc      string
-	xmlRoot  string
-	policy   policy
-	inQuery  bool // form params go in the URL's query (GET, DELETE)
-	urlDots  bool // the URL as written has a "." or ".." path segment
-	hasBody  bool
-	ctHeader bool // config sets its own Content-Type
-	sync     bool
-	tls      string // TLS profile key
+	name    string
+	on      []string
+	method  string
+	encoder encoders.Encoder
+	dates   mapping.DateFormat
+	loc     *time.Location
+	url     template
+	headers []headerTemplate
+	when    *mapping.Program
+	params  []compiledParam
+	secrets [][]byte // the signing secrets, newest first
+	ordered bool
+	rpc     string
+	xmlRoot string
+	policy  policy
+	inQuery bool // form params go in the URL's query (GET, DELETE)
+	// inURLQuery names the params the URL's query already carries
+	// through {param.NAME}: with inQuery they are not appended again,
+	// which a receiver would parse as a list.
+	inURLQuery []string
+	urlDots    bool // the URL as written has a "." or ".." path segment
+	hasBody    bool
+	ctHeader   bool // config sets its own Content-Type
+	sync       bool
+	tls        string // TLS profile key
+	omitNil    bool   // params whose value is nil are left out
 }
 
 type compiledParam struct {
@@ -186,6 +191,9 @@ func compile(c Config) (*Webhook, error) {
 	if w.url, w.urlDots, err = parseURL(c.URL, names); err != nil {
 		return nil, err
 	}
+	if w.inQuery {
+		w.inURLQuery = w.url.inQuery()
+	}
 
 	for _, h := range c.Headers {
 		ht, err := compileHeader(h, names)
@@ -209,6 +217,11 @@ func compile(c Config) (*Webhook, error) {
 			return nil, fmt.Errorf("secret %d of %d is empty", i+1, len(c.RotatedSecrets)+1)
 		}
 		key, err := delivery.ParseSecret(sc)
+		if err == nil && strings.HasPrefix(sc, "whsec_") && len(key) < MinWhsecBytes {
+			// Standard Webhooks secrets are 24 to 64 random bytes: a
+			// shorter one was cut when copied, or typed by hand.
+			err = fmt.Errorf("a whsec_ secret must decode to at least %d bytes (Standard Webhooks); this one is %d bytes: copy it whole, or generate one with `echo whsec_$(openssl rand -base64 32)`", MinWhsecBytes, len(key))
+		}
 		if err != nil {
 			if len(c.RotatedSecrets) > 0 {
 				return nil, fmt.Errorf("secret %d of %d: %w", i+1, len(c.RotatedSecrets)+1, err)
@@ -221,6 +234,7 @@ func compile(c Config) (*Webhook, error) {
 		return nil, err
 	}
 	w.ordered = c.Ordered
+	w.omitNil = c.OmitNil
 
 	w.sync = c.Sync
 	w.tls = c.TLSProfile

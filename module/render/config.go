@@ -54,6 +54,8 @@ type Config struct {
 	RotatedSecrets []string
 	// Ordered sets each delivery's order key (target, webhook, call_id).
 	Ordered bool
+	// OmitNil leaves params whose value is nil out of the request.
+	OmitNil bool
 }
 
 // Defaults of SPEC §2 and §6. The delivery policy's live in package
@@ -76,4 +78,11 @@ const (
 	MaxSyncTimeout     = 30 * time.Second
 	// MaxWebhooksPerEvent is the per-target, per-event limit of SPEC §7.
 	MaxWebhooksPerEvent = 40
+	// MinWhsecBytes is the shortest key a whsec_ secret may decode to: the
+	// Standard Webhooks lower bound (24 to 64 bytes). A raw secret is used
+	// as written: the receiver chose it.
+	MinWhsecBytes = 24
+	// MaxURLBytes bounds a rendered request URL: 8 KiB is the request line
+	// nginx and Apache accept by default; longer ones get 414.
+	MaxURLBytes = 8 << 10
 )

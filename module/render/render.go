@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,13 +80,17 @@ func (w *Webhook) Render(ev *intake.Event, target, id string, now time.Time) *qu
 			return nil
 		}
 	}
-	params := make([]encoders.Param, len(w.params))
-	for i, p := range w.params {
+	params := make([]encoders.Param, 0, len(w.params))
+	for _, p := range w.params {
 		v, err := p.prog.Run(env)
 		if err != nil {
 			return w.dead(d, fmt.Sprintf("param %s: %v", p.name, err))
 		}
-		params[i] = encoders.Param{Name: p.name, Value: w.formatTimes(mapping.Normalize(v))}
+		v = mapping.Normalize(v)
+		if v == nil && w.omitNil {
+			continue
+		}
+		params = append(params, encoders.Param{Name: p.name, Value: w.formatTimes(v)})
 	}
 	if err := w.request(d, params, ev.Name); err != nil {
 		return w.dead(d, err.Error())
@@ -134,9 +139,24 @@ func (w *Webhook) request(d *queue.Delivery, params []encoders.Param, event stri
 	d.Request.Method = w.method
 
 	if w.inQuery {
-		if rawURL, err = encoders.AppendQuery(rawURL, params); err != nil {
+		args := params
+		if len(w.inURLQuery) > 0 {
+			args = make([]encoders.Param, 0, len(params))
+			for _, p := range params {
+				if !slices.Contains(w.inURLQuery, p.Name) {
+					args = append(args, p)
+				}
+			}
+		}
+		if rawURL, err = encoders.AppendQuery(rawURL, args); err != nil {
 			return fmt.Errorf("url: %v", err)
 		}
+	}
+	if len(rawURL) > MaxURLBytes {
+		// Most servers refuse it (nginx and Apache at 8 KiB, answering
+		// 414), on every attempt: dead now, with the reason, beats a
+		// retried 414. The URL itself is not quoted: it holds the values.
+		return fmt.Errorf("url: the request URL is %d bytes with the params filled in, more than %d, which receivers refuse (414 URI Too Long); send the params in a body instead: method POST (format form sends the same fields)", len(rawURL), MaxURLBytes)
 	}
 	d.Request.URL = rawURL
 

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
@@ -319,6 +320,15 @@ func TestFormInQuery(t *testing.T) {
 		{"GET", "https://h/hook?k=v&", "https://h/hook?k=v&a=x+y&b=1%262"},
 		{"GET", "https://h/hook?k=v#top", "https://h/hook?k=v&a=x+y&b=1%262#top"},
 		{"DELETE", "https://h/calls/{param.a}", "https://h/calls/x%20y?a=x+y&b=1%262"},
+		// a param the query already carries is not appended again (a
+		// qs or Rails receiver would read a list); one only in the path
+		// or the fragment still is
+		{"GET", "https://h/route?a={param.a}", "https://h/route?a=x+y&b=1%262"},
+		{"GET", "https://h/route?b={param.b}&a={param.a}", "https://h/route?b=1%262&a=x+y"},
+		{"GET", "https://h/route?caller={param.a}", "https://h/route?caller=x+y&b=1%262"},
+		{"DELETE", "https://h/calls/{param.a}?b={param.b}", "https://h/calls/x%20y?b=1%262&a=x+y"},
+		{"GET", "https://h/route#{param.a}", "https://h/route?a=x+y&b=1%262#x%20y"},
+		{"GET", "https://h/route?a={param.a}&b={param.b}", "https://h/route?a=x+y&b=1%262"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.url, func(t *testing.T) {
@@ -446,11 +456,12 @@ func TestParamOrderAndPolicy(t *testing.T) {
 
 func TestSecretsAndOrder(t *testing.T) {
 	c := hook("https://h/hook")
-	c.Secret, c.RotatedSecrets = "whsec_bmV3", []string{"old-raw"}
+	newKey := "new-signing-key-of-24-by" // whsec_ keys are at least 24 bytes
+	c.Secret, c.RotatedSecrets = "whsec_"+base64.StdEncoding.EncodeToString([]byte(newKey)), []string{"old-raw"}
 	c.Ordered = true
 	w := mustCompile(t, c)
-	if got := w.Secrets(); len(got) != 2 || string(got[0]) != "new" || string(got[1]) != "old-raw" {
-		t.Errorf("Secrets() = %q, want [new old-raw]", got)
+	if got := w.Secrets(); len(got) != 2 || string(got[0]) != newKey || string(got[1]) != "old-raw" {
+		t.Errorf("Secrets() = %q, want [%s old-raw]", got, newKey)
 	}
 	d := mustPending(t, render(t, w, nil))
 	if d.OrderKey == "" || d.OrderKey != OrderKey(d.Target, d.Webhook, d.CallID) {
@@ -463,10 +474,18 @@ func TestSecretsAndOrder(t *testing.T) {
 	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "secret <new> <old>") {
 		t.Errorf("rotated secrets without a current one: %v", err)
 	}
-	c.Secret, c.RotatedSecrets = "whsec_bmV3", []string{"whsec_!!"}
+	c.RotatedSecrets = []string{"whsec_!!"}
+	c.Secret = "whsec_" + base64.StdEncoding.EncodeToString([]byte(newKey))
 	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "secret 2 of 2") {
 		t.Errorf("bad rotated secret: %v", err)
 	}
+	// too short for a Standard Webhooks secret: refused, saying how long
+	c.Secret, c.RotatedSecrets = "whsec_abc", nil
+	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "secret: a whsec_ secret must decode to at least 24 bytes (Standard Webhooks); this one is 2 bytes") {
+		t.Errorf("whsec_abc: %v", err)
+	}
+	c.Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // the Standard Webhooks example, 24 bytes
+	mustCompile(t, c)
 }
 
 func TestCheckSet(t *testing.T) {
@@ -509,5 +528,55 @@ func TestCheckSet(t *testing.T) {
 				t.Fatalf("error = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestURLTooLong: a URL the params make longer than receivers accept is a
+// dead delivery saying so (not a 414 retried for days), without the URL.
+func TestURLTooLong(t *testing.T) {
+	c := hook("https://h/route")
+	c.Method, c.Format = "GET", "form"
+	long := strings.Repeat("x", MaxURLBytes)
+	d := render(t, mustCompile(t, c), map[string]any{"a": long, "b": "1"})
+	if d.State != queue.Dead || !strings.Contains(d.LastError, "url: the request URL is 8214 bytes with the params filled in, more than 8192") ||
+		!strings.Contains(d.LastError, "method POST") || strings.Contains(d.LastError, "xxxx") {
+		t.Errorf("state %s, error %q", d.State, d.LastError)
+	}
+	// just under the bound is sent
+	d = render(t, mustCompile(t, c), map[string]any{"a": long[:MaxURLBytes-len("https://h/route?a=&b=1")], "b": "1"})
+	mustPending(t, d)
+	if len(d.Request.URL) != MaxURLBytes {
+		t.Errorf("URL of %d bytes, want %d", len(d.Request.URL), MaxURLBytes)
+	}
+}
+
+// TestOmitNil: with omit_nil a param whose value is nil is left out of
+// every format (json would send null, form an empty value, xml an empty
+// element); without it, it is sent as before.
+func TestOmitNil(t *testing.T) {
+	tests := []struct {
+		method, format, url string
+		want, wantURL       string
+	}{
+		{"POST", "json", "https://h/hook", `{"a":"1","c":{"x":2}}`, "https://h/hook"},
+		{"POST", "form", "https://h/hook", `a=1&c%5Bx%5D=2`, "https://h/hook"},
+		{"POST", "xml", "https://h/hook", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<webhook><a>1</a><c><x>2</x></c></webhook>", "https://h/hook"},
+		{"GET", "form", "https://h/hook?b={param.b}", "", "https://h/hook?b=&a=1&c%5Bx%5D=2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.format, func(t *testing.T) {
+			c := hook(tt.url)
+			c.Method, c.Format, c.OmitNil = tt.method, tt.format, true
+			c.Params = append(c.Params, Param{Name: "c", Expr: "{'x': 2}"})
+			d := mustPending(t, render(t, mustCompile(t, c), map[string]any{"a": "1"}))
+			if string(d.Request.Body) != tt.want || d.Request.URL != tt.wantURL {
+				t.Errorf("%s %q, want %s %q", d.Request.URL, d.Request.Body, tt.wantURL, tt.want)
+			}
+		})
+	}
+	c := hook("https://h/hook")
+	d := mustPending(t, render(t, mustCompile(t, c), map[string]any{"a": "1"}))
+	if want := `{"a":"1","b":null}`; string(d.Request.Body) != want {
+		t.Errorf("without omit_nil: %s, want %s", d.Request.Body, want)
 	}
 }

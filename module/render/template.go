@@ -108,3 +108,15 @@ func (t template) hasParams() bool {
 	}
 	return false
 }
+
+// inQuery returns the names of the params the query part uses. One used
+// only in the path or the fragment (which is never sent) is not there.
+func (t template) inQuery() []string {
+	var out []string
+	for _, p := range t.parts {
+		if p.param && p.escape == escapeQuery && !slices.Contains(out, p.text) {
+			out = append(out, p.text)
+		}
+	}
+	return out
+}
