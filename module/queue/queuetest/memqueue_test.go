@@ -536,6 +536,31 @@ func (q *memQueue) Stats(ctx context.Context) (queue.Stats, error) {
 	return st, nil
 }
 
+func (q *memQueue) TargetStats(ctx context.Context, target string) (queue.Stats, error) {
+	if err := q.check(ctx); err != nil {
+		return queue.Stats{}, err
+	}
+	q.s.mu.Lock()
+	defer q.s.mu.Unlock()
+	var st queue.Stats
+	for _, r := range q.s.recs {
+		if r.d.Target != target && !broken("target-stats") {
+			continue
+		}
+		switch r.d.State {
+		case queue.Pending:
+			st.Pending++
+		case queue.Leased:
+			st.Leased++
+		case queue.Delivered:
+			st.Delivered++
+		case queue.Dead:
+			st.Dead++
+		}
+	}
+	return st, nil
+}
+
 // dead returns the dead records ids name (all of them when none).
 func (s *memStore) dead(ids []string) []*memRec {
 	var out []*memRec
