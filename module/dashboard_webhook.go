@@ -9,6 +9,7 @@ import (
 
 	"github.com/callhook/caddy-callhook/internal/redact"
 	"github.com/callhook/caddy-callhook/module/queue"
+	"github.com/callhook/caddy-callhook/module/render"
 )
 
 // The dashboard's webhook page (webhooks/<target>/<webhook>): the
@@ -67,16 +68,33 @@ func (s *adminService) settingsOf(target, name string) *webhookSettings {
 		set := &webhookSettings{
 			Method: cmpOr(w.Method, http.MethodPost), URL: r.URL(w.URL), Format: cmpOr(w.Format, "json"),
 			On: w.On, Signed: len(hook.Secrets()) > 0, Secrets: len(hook.Secrets()), Sync: w.Sync, TLS: w.TLS != nil,
-			Timeout: durationOr(time.Duration(w.Timeout), "default"), MaxAge: durationOr(time.Duration(w.MaxAge), "default"),
-			MaxAttempts: w.MaxAttempts,
-			Backoff:     durationOr(time.Duration(w.BackoffMin), "default") + " – " + durationOr(time.Duration(w.BackoffMax), "default"),
 		}
+		// The delivery settings in force, defaults applied: a render of
+		// the sample event carries them.
+		p := effectivePolicy(h, hook)
+		set.Timeout, set.MaxAge, set.MaxAttempts = p.Timeout.String(), p.MaxAge.String(), p.MaxAttempts
+		set.Backoff = p.BackoffMin.String() + " – " + p.BackoffMax.String()
 		for _, hd := range w.Headers {
 			set.Headers = append(set.Headers, headerView{Name: hd.Name, Value: r.Header(hd.Name, hd.Value)})
 		}
 		return set
 	}
 	return nil
+}
+
+// effectivePolicy is the policy a delivery of hook gets: the defaults
+// applied to the config's options.
+func effectivePolicy(h *Handler, hook *render.Webhook) queue.Policy {
+	for _, event := range hook.On() {
+		ev, err := decodeRenderData(h, event, []byte(sampleEvents[event][0]))
+		if err != nil {
+			continue
+		}
+		if d := renderWithID(hook, ev, "", renderID, time.Now()); d != nil && d.State != queue.Dead {
+			return d.Policy
+		}
+	}
+	return queue.Policy{}
 }
 
 func cmpOr(s, def string) string {
@@ -86,12 +104,6 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-func durationOr(d time.Duration, def string) string {
-	if d == 0 {
-		return def
-	}
-	return d.String()
-}
 
 // webhookPage renders the webhook page, with a test's answer when one
 // was just sent; status is 200 unless the test was refused.
