@@ -129,10 +129,13 @@ func TestPortalInBrowser(t *testing.T) {
 	if got := text("h1"); got != "404 Not Found" {
 		t.Errorf("acme pressing globex's Retry: %q", got)
 	}
-	var d struct{ State string }
+	var d struct {
+		State     string `json:"state"`
+		RetriedAt string `json:"retried_at"`
+	}
 	adminJSON(t, "GET", "/callhook/deliveries/"+gDead, 200, &d)
-	if d.State != "dead" {
-		t.Errorf("globex's delivery is %s after acme pressed Retry", d.State)
+	if d.State != "dead" || d.RetriedAt != "" {
+		t.Errorf("globex's delivery is %s, retried at %q, after acme pressed Retry", d.State, d.RetriedAt)
 	}
 
 	// globex sees its own, not acme's.
