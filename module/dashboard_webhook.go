@@ -104,7 +104,6 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-
 // webhookPage renders the webhook page, with a test's answer when one
 // was just sent; status is 200 unless the test was refused.
 func (h *Dashboard) webhookPage(v *view, data *webhookData) error {
