@@ -194,7 +194,8 @@ func (q *Queue) run(ops []*op) {
 	seq := q.seq
 	now := q.now()
 	live, needSync := 0, false
-	tc := map[string]*counts{}
+	tc := q.tdelta
+	clear(tc)
 	for _, o := range ops {
 		if !o.state.CompareAndSwap(opQueued, opTaken) {
 			continue // its caller gave up before the committer got to it

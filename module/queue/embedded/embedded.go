@@ -167,6 +167,10 @@ type Queue struct {
 	// by the committer, read by TargetStats, both under tmu.
 	tmu     sync.Mutex
 	tcounts map[string]counts
+	// tdelta and ttotals are the committer's scratch maps for one batch,
+	// reused so that a batch allocates no map.
+	tdelta  map[string]*counts
+	ttotals map[string]counts
 
 	// sched is the in-memory half: lanes, leases, pauses seen, wake-ups.
 	sched scheduler

@@ -3,8 +3,10 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
 
 	"github.com/callhook/caddy-callhook/module/queue"
 )
@@ -34,6 +36,10 @@ func (w *wtx) countTarget(target string, state queue.State, n int64) {
 		w.tc[target] = c
 	}
 	c.add(state, n)
+	if *c == (counts{}) {
+		// A delivery that moved within the batch: nothing to write.
+		delete(w.tc, target)
+	}
 }
 
 func (c *counts) add(state queue.State, n int64) {
@@ -53,7 +59,8 @@ func (q *Queue) writeTargetCounts(b *pebble.Batch, delta map[string]*counts) map
 	if len(delta) == 0 {
 		return nil
 	}
-	out := make(map[string]counts, len(delta))
+	out := q.ttotals
+	clear(out)
 	q.tmu.Lock()
 	for t, d := range delta {
 		c := q.tcounts[t]
@@ -94,6 +101,7 @@ func (q *Queue) publishTargetCounts(totals map[string]counts) {
 // the target index first when the store has none yet.
 func (q *Queue) loadTargetCounts() error {
 	q.tcounts = map[string]counts{}
+	q.tdelta, q.ttotals = map[string]*counts{}, map[string]counts{}
 	ready, err := q.getRaw(metaTargetsReady)
 	if err != nil {
 		return err
@@ -128,6 +136,7 @@ func (q *Queue) loadTargetCounts() error {
 // countTargets counts every delivery by target and state, once, for a
 // store written before the counters existed.
 func (q *Queue) countTargets() error {
+	start := time.Now()
 	pfx := []byte{pIndex, ixTarget}
 	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
 	if err != nil {
@@ -170,6 +179,10 @@ func (q *Queue) countTargets() error {
 	_ = b.Set(metaTargetsReady, []byte{1}, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("writing the per-target counts of queue %s: %w", q.dir, err)
+	}
+	if len(q.tcounts) > 0 {
+		q.log.Info("counted the queue's deliveries by target once, for the dashboard's per-target counts (the queue was written by an older build)",
+			zap.String("dir", q.dir), zap.Int("targets", len(q.tcounts)), zap.Duration("took", time.Since(start)))
 	}
 	return nil
 }
