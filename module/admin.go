@@ -36,6 +36,7 @@ func init() {
 //	POST   /callhook/events/<id>/replay
 //	GET    /callhook/webhooks
 //	POST   /callhook/webhooks/<target>/<webhook>/resume
+//	POST   /callhook/webhooks/<target>/<webhook>/test   (admin_test_send.go)
 //	GET    /callhook/stats
 //
 // Errors are JSON ({"error": "..."}): 400 for bad input, 404 for an unknown
@@ -110,6 +111,7 @@ func (a *adminAPI) routes() {
 	handle("POST /callhook/events/{id}/replay", a.handleReplay)
 	handle("GET /callhook/webhooks", a.handleWebhooks)
 	handle("POST /callhook/webhooks/{target}/{webhook}/resume", a.handleResume)
+	handle("POST /callhook/webhooks/{target}/{webhook}/test", a.handleTest)
 	handle("GET /callhook/stats", a.handleStats)
 	handle("/callhook/", a.notFound)
 	a.mux = mux
@@ -144,7 +146,7 @@ func (a *adminAPI) notFound(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		return apiError(http.StatusMethodNotAllowed, "method %s is not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))
 	}
-	return apiError(http.StatusNotFound, "no callhook admin endpoint %s: use GET /callhook/deliveries, GET|DELETE /callhook/deliveries/<id>, POST /callhook/deliveries/<id>/retry, GET|DELETE /callhook/dead, POST /callhook/dead/retry, GET /callhook/events/<id>, POST /callhook/events/<id>/replay, GET /callhook/webhooks, POST /callhook/webhooks/<target>/<webhook>/resume or GET /callhook/stats", r.URL.Path)
+	return apiError(http.StatusNotFound, "no callhook admin endpoint %s: use GET /callhook/deliveries, GET|DELETE /callhook/deliveries/<id>, POST /callhook/deliveries/<id>/retry, GET|DELETE /callhook/dead, POST /callhook/dead/retry, GET /callhook/events/<id>, POST /callhook/events/<id>/replay, GET /callhook/webhooks, POST /callhook/webhooks/<target>/<webhook>/resume, POST /callhook/webhooks/<target>/<webhook>/test or GET /callhook/stats", r.URL.Path)
 }
 
 func (a *adminAPI) handleList(w http.ResponseWriter, r *http.Request) error {

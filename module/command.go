@@ -36,8 +36,9 @@ Commands for callhook, the call-event webhook plugin.
   deliveries  lists deliveries of the running Caddy (--state dead ...)
   retry       puts a dead delivery back in the queue
   replay      renders a stored event again and queues fresh deliveries
+  test        sends one test request to a webhook, queueing nothing
 
-deliveries, retry and replay talk to the running Caddy's admin endpoint
+deliveries, retry, replay and test talk to the running Caddy's admin endpoint
 (--address, default localhost:2019).
 `,
 		CobraFunc: func(cmd *cobra.Command) {

@@ -24,6 +24,7 @@ import (
 //	caddy callhook deliveries [--state dead] [--webhook W] [--event E] [--call-id C] [--target T] [--limit N] [--cursor X] [--format text|json]
 //	caddy callhook retry <delivery-id>
 //	caddy callhook replay <event-id>
+//	caddy callhook test <target> <webhook> [--event E] [--data file.json]   (command_test_send.go)
 //
 // --address (or --config/--adapter, as for caddy reload) names the admin
 // endpoint; the default is Caddy's, localhost:2019, or CADDY_ADMIN.
@@ -117,7 +118,7 @@ and queued as a new event, whatever the dedup window says.
 		}),
 	}
 	addressFlags(replay)
-	cmd.AddCommand(deliveries, retry, replay)
+	cmd.AddCommand(deliveries, retry, replay, testCommand(addressFlags, run))
 }
 
 // usageError exits with status 2.

@@ -35,6 +35,11 @@ func init() {
 type Dashboard struct {
 	// ReadOnly hides every action and refuses their POSTs (403).
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Target limits the dashboard to one target's webhooks and deliveries
+	// (the customer portal, dashboard_scope.go): a literal, or placeholders
+	// replaced per request, such as {http.auth.user.id} behind basic_auth.
+	// A value that is empty after replacement is refused (403).
+	Target string `json:"target,omitempty"`
 
 	svc    *adminService
 	logger *zap.Logger
@@ -62,6 +67,7 @@ func (h *Dashboard) Provision(ctx caddy.Context) error {
 //
 //	callhook_dashboard {
 //		read_only
+//		target <name or placeholder>
 //	}
 func parseDashboardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	d := new(Dashboard)
@@ -72,7 +78,7 @@ func parseDashboardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 func (h *Dashboard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
-		return d.Errf("callhook_dashboard takes no arguments, got %q (options go in a block: read_only)", d.Val())
+		return d.Errf("callhook_dashboard takes no arguments, got %q (options go in a block: read_only, target)", d.Val())
 	}
 	for d.NextBlock(0) {
 		switch d.Val() {
@@ -81,8 +87,12 @@ func (h *Dashboard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("read_only takes no value, got %q", d.Val())
 			}
 			h.ReadOnly = true
+		case "target":
+			if err := h.unmarshalTarget(d); err != nil {
+				return err
+			}
 		default:
-			return d.Errf("unknown callhook_dashboard option %q: expected read_only", d.Val())
+			return d.Errf("unknown callhook_dashboard option %q: expected read_only or target", d.Val())
 		}
 	}
 	return nil
@@ -106,8 +116,8 @@ func (r dashRoute) action() string {
 		return "deliveries/" + r.args[0] + "/" + r.name
 	case "replay":
 		return "events/" + r.args[0] + "/replay"
-	case "resume":
-		return "webhooks/" + r.args[0] + "/" + r.args[1] + "/resume"
+	case "resume", "test":
+		return "webhooks/" + r.args[0] + "/" + r.args[1] + "/" + r.name
 	case "dead-retry":
 		return "dead/retry"
 	case "dead-delete":
@@ -129,6 +139,10 @@ func matchRoute(segs []string) (dashRoute, bool) {
 	switch {
 	case n >= 4 && at(4) == "webhooks" && at(1) == "resume" && at(3) != "" && at(2) != "":
 		return dashRoute{"resume", []string{at(3), at(2)}, 4}, true
+	case n >= 4 && at(4) == "webhooks" && at(1) == "test" && at(3) != "" && at(2) != "":
+		return dashRoute{"test", []string{at(3), at(2)}, 4}, true
+	case n >= 3 && at(3) == "webhooks" && at(2) != "" && at(1) != "":
+		return dashRoute{"webhook", []string{at(2), at(1)}, 3}, true
 	case n >= 3 && at(3) == "deliveries" && (at(1) == "retry" || at(1) == "delete") && at(2) != "":
 		return dashRoute{at(1), []string{at(2)}, 3}, true
 	case n >= 3 && at(3) == "events" && at(1) == "replay" && at(2) != "":
@@ -211,9 +225,14 @@ func (h *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return serveStyle(w, r)
 	}
 	v.csrf = csrfCookie(w, r, base)
+	scope, err := h.scopeOf(r)
+	if err != nil {
+		return v.fail(err)
+	}
+	v.scope = scope
 
 	// A bulk action and a replay have a GET preview that asks to confirm.
-	isAction := route.name == "retry" || route.name == "delete" || route.name == "resume"
+	isAction := route.name == "retry" || route.name == "delete" || route.name == "resume" || route.name == "test"
 	isBulk := route.name == "dead-retry" || route.name == "dead-delete" || route.name == "replay"
 	switch {
 	case isAction && r.Method != http.MethodPost,
@@ -264,8 +283,13 @@ func (h *Dashboard) checkPost(v *view) error {
 // result (POST, redirect, GET).
 func (h *Dashboard) act(v *view) error {
 	ctx, route := withActor(v.r.Context(), "dashboard", v.r), v.route
+	if err := v.actionInScope(ctx); err != nil {
+		return v.fail(err)
+	}
 	var to string
 	switch route.name {
+	case "test":
+		return h.sendTest(v)
 	case "retry":
 		if _, err := h.svc.retry(ctx, route.args[0]); err != nil {
 			return v.fail(err)
@@ -292,6 +316,7 @@ func (h *Dashboard) act(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
+		v.scopeFilter(&f)
 		q := filterQuery(f)
 		q.Set("state", "dead")
 		if route.name == "dead-retry" {
@@ -321,7 +346,7 @@ func (h *Dashboard) page(v *view) error {
 	ctx, q := v.r.Context(), v.r.URL.Query()
 	switch v.route.name {
 	case "overview", "webhooks":
-		st, err := h.svc.stats(ctx)
+		st, err := v.stats(ctx)
 		if err != nil {
 			return v.fail(err)
 		}
@@ -333,14 +358,16 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			data.WebhooksError = errorMessage(err)
 		}
-		for _, wh := range ws {
+		for _, wh := range v.scopedWebhooks(ws) {
 			row := webhookRow{WebhookState: viewWebhook(wh), figures: webhookFigures(wh)}
 			data.Webhooks = append(data.Webhooks, row)
 			if wh.State == "paused" {
 				data.Paused = append(data.Paused, row)
 			}
 		}
-		dead, _, err := h.svc.list(ctx, queue.Filter{State: queue.Dead, Limit: 5})
+		df := queue.Filter{State: queue.Dead, Limit: 5}
+		v.scopeFilter(&df)
+		dead, _, err := h.svc.list(ctx, df)
 		if err == nil {
 			for _, d := range dead {
 				data.RecentDead = append(data.RecentDead, viewDelivery(d, 0))
@@ -352,11 +379,12 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
+		v.scopeFilter(&f)
 		ds, next, err := h.svc.list(ctx, f)
 		if err != nil {
 			return v.fail(err)
 		}
-		data := deliveriesData{Filter: f, Query: filterQuery(f), Events: eventNames(), Next: next, First: f.Cursor != ""}
+		data := deliveriesData{Filter: f, Query: filterQuery(f), Events: eventNames(), Next: next, First: f.Cursor != "", Scoped: v.scope != ""}
 		for _, d := range ds {
 			data.Deliveries = append(data.Deliveries, viewDelivery(d, 0, h.svc.secretsOf(d)...))
 		}
@@ -366,6 +394,9 @@ func (h *Dashboard) page(v *view) error {
 		return v.render("deliveries", "Deliveries", data)
 	case "delivery":
 		d, err := h.svc.get(ctx, v.route.args[0])
+		if err == nil && v.scope != "" && d.Target != v.scope {
+			err = h.svc.unknownDelivery(v.route.args[0])
+		}
 		if err != nil {
 			return v.fail(err)
 		}
@@ -375,11 +406,12 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
+		v.scopeFilter(&f)
 		evs, next, err := h.svc.recentEvents(ctx, f)
 		if err != nil {
 			return v.fail(err)
 		}
-		data := eventsData{Filter: f, Query: filterQuery(f), Events: eventNames(), Next: next, First: f.Cursor != ""}
+		data := eventsData{Filter: f, Query: filterQuery(f), Events: eventNames(), Next: next, First: f.Cursor != "", Scoped: v.scope != ""}
 		for _, ev := range evs {
 			row := eventRow{ID: ev.ID, Target: ev.Target, Event: ev.Event, CallID: ev.CallID, CreatedAt: formatTime(ev.CreatedAt), States: map[queue.State]int{}}
 			for _, d := range ev.Deliveries {
@@ -390,12 +422,18 @@ func (h *Dashboard) page(v *view) error {
 		return v.render("events", "Events", data)
 	case "event":
 		ev, ds, err := h.svc.event(ctx, v.route.args[0])
+		if err == nil && v.scope != "" && ev.Target != v.scope {
+			err = h.svc.unknownEvent(v.route.args[0])
+		}
 		if err != nil {
 			return v.fail(err)
 		}
 		view := viewEvent(ev, ds)
 		return v.render("event", "Event "+ev.ID, eventData{E: view, DataJSON: prettyJSON(view.Data), RequestJSON: prettyJSON(view.Request)})
 	case "replay":
+		if err := v.eventInScope(ctx, v.route.args[0]); err != nil {
+			return v.fail(err)
+		}
 		data, err := h.svc.replayPreview(ctx, v.route.args[0])
 		if err != nil {
 			return v.fail(err)
@@ -406,6 +444,7 @@ func (h *Dashboard) page(v *view) error {
 		if err != nil {
 			return v.fail(err)
 		}
+		v.scopeFilter(&f)
 		c, err := h.svc.previewDead(ctx, f)
 		if err != nil {
 			return v.fail(err)
@@ -416,6 +455,8 @@ func (h *Dashboard) page(v *view) error {
 			title = "Retry dead deliveries"
 		}
 		return v.render("confirm", title, data)
+	case "webhook":
+		return h.webhookPage(v, nil)
 	}
 	return v.fail(apiError(http.StatusNotFound, "no dashboard page at %s", v.r.URL.Path))
 }

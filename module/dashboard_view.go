@@ -72,6 +72,9 @@ type view struct {
 	base  string
 	route dashRoute
 	csrf  string
+	// scope is the one target this request may see ("" for all): the
+	// customer portal's (dashboard_scope.go).
+	scope string
 }
 
 // pageData is what every page's template gets.
@@ -80,11 +83,13 @@ type pageData struct {
 	Base     string
 	Nav      string
 	ReadOnly bool
-	Flash    string
-	Error    string
-	Status   int
-	Data     any
-	csrf     string
+	// Scope is the one target a portal shows ("" in the operator's).
+	Scope  string
+	Flash  string
+	Error  string
+	Status int
+	Data   any
+	csrf   string
 }
 
 // Token is the form token of an action on this page, for this browser.
@@ -107,7 +112,7 @@ func (v *view) fail(err error) error {
 }
 
 func (v *view) write(status int, name string, p pageData) error {
-	p.Base, p.Nav, p.ReadOnly, p.csrf = v.base, v.route.name, v.h.ReadOnly, v.csrf
+	p.Base, p.Nav, p.ReadOnly, p.csrf, p.Scope = v.base, v.route.name, v.h.ReadOnly, v.csrf, v.scope
 	var buf bytes.Buffer
 	if err := dashboardPages[name].Execute(&buf, p); err != nil {
 		v.h.logger.Error("rendering a callhook dashboard page", zap.String("page", name), zap.Error(err))
@@ -204,6 +209,8 @@ type (
 		Next       string
 		First      bool
 		DeadFilter bool
+		// Scoped hides the target filter: a portal shows one target.
+		Scoped bool
 	}
 
 	deliveryData struct {
@@ -218,6 +225,7 @@ type (
 		Rows   []eventRow
 		Next   string
 		First  bool
+		Scoped bool
 	}
 
 	eventRow struct {

@@ -394,6 +394,12 @@ type Store interface {
 	// page may come back short with a Next cursor.
 	List(ctx context.Context, f Filter) (Page, error)
 	Stats(ctx context.Context) (Stats, error)
+	// TargetStats counts the deliveries of one target by state, as Stats
+	// counts all of them, in constant time whatever the target's backlog
+	// (kept counters, never a scan of the target's records): the
+	// customer portal shows it on every page view. OldestPending is left
+	// zero. An unknown target counts nothing.
+	TargetStats(ctx context.Context, target string) (Stats, error)
 
 	// RetryDead makes dead deliveries pending again, due now, with a fresh
 	// attempt budget (RetriedAt set, CreatedAt, LastError and the history

@@ -39,9 +39,11 @@ const (
 // ops before it), the tentative counters and sequence, and its effects on
 // the in-memory scheduler, applied only once the batch is committed.
 type wtx struct {
-	q   *Queue
-	b   *pebble.Batch
-	c   *counts
+	q *Queue
+	b *pebble.Batch
+	c *counts
+	// tc are the batch's changes of the per-target counters (targets.go).
+	tc  map[string]*counts
 	seq *uint64
 	now time.Time
 	o   *op
@@ -192,11 +194,13 @@ func (q *Queue) run(ops []*op) {
 	seq := q.seq
 	now := q.now()
 	live, needSync := 0, false
+	tc := q.tdelta
+	clear(tc)
 	for _, o := range ops {
 		if !o.state.CompareAndSwap(opQueued, opTaken) {
 			continue // its caller gave up before the committer got to it
 		}
-		w := &wtx{q: q, b: b, c: &tent, seq: &seq, now: now, o: o}
+		w := &wtx{q: q, b: b, c: &tent, tc: tc, seq: &seq, now: now, o: o}
 		if o.err = o.apply(w); o.err != nil {
 			o.fx = nil
 			if o.claimed != nil {
@@ -215,6 +219,7 @@ func (q *Queue) run(ops []*op) {
 	} else if live > 0 {
 		b.Set(metaCounts, encodeCounts(tent), nil)
 		b.Set(metaSeq, u64(seq), nil)
+		totals := q.writeTargetCounts(b, tc)
 		wo := pebble.NoSync
 		if needSync {
 			wo = pebble.Sync
@@ -232,6 +237,7 @@ func (q *Queue) run(ops []*op) {
 		} else {
 			q.committed, q.seq = tent, seq
 			q.publishCounts()
+			q.publishTargetCounts(totals)
 			q.unsynced = !needSync
 			if needSync {
 				q.syncs.Add(1)

@@ -164,6 +164,14 @@ type Queue struct {
 	pendingN   atomic.Int64
 	deliveredN atomic.Int64
 	deadN      atomic.Int64
+	// tcounts are the committed per-target counters (targets.go): written
+	// by the committer, read by TargetStats, both under tmu.
+	tmu     sync.Mutex
+	tcounts map[string]counts
+	// tdelta and ttotals are the committer's scratch maps for one batch,
+	// reused so that a batch allocates no map.
+	tdelta  map[string]*counts
+	ttotals map[string]counts
 
 	// sched is the in-memory half: lanes, leases, pauses seen, wake-ups.
 	sched scheduler
@@ -305,6 +313,9 @@ func (q *Queue) loadState() error {
 		q.committed = counts{int64(getU64(v[:8])), int64(getU64(v[8:16])), int64(getU64(v[16:]))}
 	}
 	q.publishCounts()
+	if err := q.loadTargetCounts(); err != nil {
+		return fmt.Errorf("reading the per-target counts of queue %s: %w", q.dir, err)
+	}
 
 	// Lanes: one seek per lane, skipping each lane's keys.
 	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pDue}, UpperBound: []byte{pDue + 1}})

@@ -191,6 +191,7 @@ func writeIndexes(w *wtx, id string, st static, seq uint64, state queue.State) {
 	w.set(indexKey(ixCallID, st.callID, st.created, seq), v)
 	w.set(indexKey(ixEventID, st.eventID, st.created, seq), v)
 	w.set(indexKey(ixAll, "", st.created, seq), v)
+	w.countTarget(st.target, state, 1)
 }
 
 func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
@@ -201,6 +202,7 @@ func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
 	w.del(indexKey(ixCallID, st.callID, st.created, seq))
 	w.del(indexKey(ixEventID, st.eventID, st.created, seq))
 	w.del(indexKey(ixAll, "", st.created, seq))
+	w.countTarget(st.target, state, -1)
 }
 
 // moveState moves a delivery's state-index key.
@@ -211,6 +213,8 @@ func moveState(w *wtx, id string, st static, seq uint64, from, to queue.State) {
 	if to == queue.Pending {
 		w.fx(effect{kind: fxPendingIndex, key: k})
 	}
+	w.countTarget(st.target, from, -1)
+	w.countTarget(st.target, to, 1)
 }
 
 // putDue writes a due key; rec (may be nil) is the delivery's records as

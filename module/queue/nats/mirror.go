@@ -153,6 +153,9 @@ type mirror struct {
 	byState map[queue.State]*index
 	byField [5]map[string]*index // webhook, event, call_id, target, event_id
 	counts  map[queue.State]int
+	// targets counts each target's records by state (TargetStats); a
+	// target is dropped when it has none left.
+	targets map[string]*[4]int
 	age     ageHeap
 
 	events map[string]*evMeta
@@ -182,6 +185,7 @@ func newMirror() *mirror {
 		orders:  map[string][]*rec{},
 		byState: map[queue.State]*index{},
 		counts:  map[queue.State]int{},
+		targets: map[string]*[4]int{},
 		events:  map[string]*evMeta{},
 		pauses:  map[string]pauseEntry{},
 		paused:  map[string]int{},
@@ -302,6 +306,7 @@ func (m *mirror) applyDelivery(key, id string, rev uint64, val []byte, deleted b
 // attach adds r's state to counters, the state index, its lane and order.
 func (m *mirror) attach(r *rec) {
 	m.counts[r.d.State]++
+	m.countTarget(r, 1)
 	if ix := m.byState[r.d.State]; ix != nil {
 		ix.insert(r)
 	}
@@ -323,9 +328,42 @@ func (m *mirror) attach(r *rec) {
 	m.settle(r)
 }
 
+// countTarget adds n to the count of r's state in r's target.
+func (m *mirror) countTarget(r *rec, n int) {
+	i := stateSlot(r.d.State)
+	if i < 0 {
+		return
+	}
+	c := m.targets[r.d.Target]
+	if c == nil {
+		c = new([4]int)
+		m.targets[r.d.Target] = c
+	}
+	c[i] += n
+	if *c == [4]int{} {
+		delete(m.targets, r.d.Target)
+	}
+}
+
+// stateSlot is a state's place in a target's counts, -1 for none.
+func stateSlot(s queue.State) int {
+	switch s {
+	case queue.Pending:
+		return 0
+	case queue.Leased:
+		return 1
+	case queue.Delivered:
+		return 2
+	case queue.Dead:
+		return 3
+	}
+	return -1
+}
+
 // detach undoes attach.
 func (m *mirror) detach(r *rec) {
 	m.counts[r.d.State]--
+	m.countTarget(r, -1)
 	if ix := m.byState[r.d.State]; ix != nil {
 		ix.remove(r)
 	}

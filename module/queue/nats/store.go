@@ -166,6 +166,21 @@ func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
 	return s, nil
 }
 
+// TargetStats reads the mirror's per-target counters.
+func (q *Queue) TargetStats(ctx context.Context, target string) (queue.Stats, error) {
+	if err := q.check(ctx); err != nil {
+		return queue.Stats{}, err
+	}
+	m := q.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.targets[target]
+	if c == nil {
+		return queue.Stats{}, nil
+	}
+	return queue.Stats{Pending: c[0], Leased: c[1], Delivered: c[2], Dead: c[3]}, nil
+}
+
 // deadRecs returns the dead deliveries named (all of them without ids),
 // copied with their revisions. Called with mu held.
 func (m *mirror) deadRecs(ids []string) []claim {

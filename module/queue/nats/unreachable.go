@@ -260,6 +260,14 @@ func (w *waiting) Stats(ctx context.Context) (queue.Stats, error) {
 	return q.Stats(ctx)
 }
 
+func (w *waiting) TargetStats(ctx context.Context, target string) (queue.Stats, error) {
+	q, err := w.get()
+	if err != nil {
+		return queue.Stats{}, err
+	}
+	return q.TargetStats(ctx, target)
+}
+
 func (w *waiting) RetryDead(ctx context.Context, ids ...string) (int, error) {
 	q, err := w.get()
 	if err != nil {

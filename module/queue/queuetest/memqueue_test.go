@@ -519,21 +519,41 @@ func (q *memQueue) Stats(ctx context.Context) (queue.Stats, error) {
 	defer q.s.mu.Unlock()
 	var st queue.Stats
 	for _, r := range q.s.recs {
-		switch r.d.State {
-		case queue.Pending:
-			st.Pending++
-		case queue.Leased:
-			st.Leased++
-		case queue.Delivered:
-			st.Delivered++
-		case queue.Dead:
-			st.Dead++
-		}
+		tally(&st, r.d.State)
 		if live(r.d.State) && (st.OldestPending.IsZero() || r.d.CreatedAt.Before(st.OldestPending)) {
 			st.OldestPending = r.d.CreatedAt
 		}
 	}
 	return st, nil
+}
+
+func (q *memQueue) TargetStats(ctx context.Context, target string) (queue.Stats, error) {
+	if err := q.check(ctx); err != nil {
+		return queue.Stats{}, err
+	}
+	q.s.mu.Lock()
+	defer q.s.mu.Unlock()
+	var st queue.Stats
+	for _, r := range q.s.recs {
+		if r.d.Target == target || broken("target-stats") {
+			tally(&st, r.d.State)
+		}
+	}
+	return st, nil
+}
+
+// tally counts one delivery in state s.
+func tally(st *queue.Stats, s queue.State) {
+	switch s {
+	case queue.Pending:
+		st.Pending++
+	case queue.Leased:
+		st.Leased++
+	case queue.Delivered:
+		st.Delivered++
+	case queue.Dead:
+		st.Dead++
+	}
 }
 
 // dead returns the dead records ids name (all of them when none).

@@ -59,6 +59,7 @@ func testStore(t *testing.T, open Opener) {
 	})
 
 	t.Run("ListFilters", func(t *testing.T) { testListFilters(t, open) })
+	t.Run("TargetStats", func(t *testing.T) { testTargetStats(t, open) })
 
 	t.Run("ListPagingStableUnderInserts", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
