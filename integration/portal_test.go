@@ -249,6 +249,14 @@ func TestPortalScope(t *testing.T) {
 		}
 	}
 
+	// The replay preview (a GET) of another target's event answers as an
+	// unknown event's does.
+	s1, other, _ := acme.do("GET", "/portal/events/"+fx.globexEv+"/replay", nil)
+	s2, none, _ := acme.do("GET", "/portal/events/"+unknown+"/replay", nil)
+	if s1 != 404 || s2 != 404 || pageError(other) != strings.ReplaceAll(pageError(none), unknown, fx.globexEv) || strings.Contains(other, "crm") {
+		t.Errorf("acme GET globex's replay preview: %d %q; an unknown one: %d %q", s1, pageError(other), s2, pageError(none))
+	}
+
 	// Actions on another target's work are refused, even with a valid
 	// token: globex opens its dead delivery in a browser, acme signs in to
 	// the same browser and presses its buttons.
@@ -256,7 +264,7 @@ func TestPortalScope(t *testing.T) {
 	_, page, _ := shared.do("GET", "/portal/deliveries/"+gDead, nil)
 	retryTok := token(t, page, "/portal/deliveries/"+gDead+"/retry")
 	deleteTok := token(t, page, "/portal/deliveries/"+gDead+"/delete")
-	_, page, _ = shared.do("GET", "/portal/events/"+fx.globexEv, nil)
+	_, page, _ = shared.do("GET", "/portal/events/"+fx.globexEv+"/replay", nil)
 	replayTok := token(t, page, "/portal/events/"+fx.globexEv+"/replay")
 	_, page, _ = shared.do("GET", "/portal/webhooks/globex/crm", nil)
 	testTok := token(t, page, "/portal/webhooks/globex/crm/test")
@@ -300,7 +308,7 @@ func TestPortalScope(t *testing.T) {
 	}
 
 	// Its own actions work.
-	_, page, _ = acme.do("GET", "/portal/events/"+fx.acmeEv, nil)
+	_, page, _ = acme.do("GET", "/portal/events/"+fx.acmeEv+"/replay", nil)
 	if status, page, _ := acme.do("POST", "/portal/events/"+fx.acmeEv+"/replay", url.Values{"csrf": {token(t, page, "/portal/events/"+fx.acmeEv+"/replay")}}); status != 303 {
 		t.Errorf("acme's replay of its own event: %d %s", status, pageError(page))
 	}
