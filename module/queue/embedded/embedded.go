@@ -86,7 +86,8 @@ import (
 
 const (
 	// formatVersion is stored in meta; bump it when the layout changes.
-	formatVersion = 2
+	// Version 2 stores are upgraded at open (rebuildIndexes).
+	formatVersion = 3
 
 	// maxBatch bounds how many ops share one commit.
 	maxBatch = 1024
@@ -289,6 +290,10 @@ func (q *Queue) loadState() error {
 	case v == nil:
 		if err := q.db.Set(metaVersion, u64(formatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("initializing queue %s: %w", q.dir, err)
+		}
+	case len(v) == 8 && getU64(v) == 2:
+		if err := q.rebuildIndexes(); err != nil {
+			return fmt.Errorf("upgrading queue %s to format version %d: %w", q.dir, formatVersion, err)
 		}
 	case len(v) != 8 || getU64(v) != formatVersion:
 		return fmt.Errorf("queue directory %s has format version %d but this build reads version %d; use the matching build or move the directory away (pending deliveries in it would be lost)", q.dir, getU64(v), formatVersion)
