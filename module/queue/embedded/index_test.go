@@ -201,3 +201,47 @@ func TestUpgradeFromV2(t *testing.T) {
 func filterKey(f queue.Filter) string {
 	return string(f.State) + "|" + f.Webhook + "|" + f.Target + "|" + f.CallID + "|" + f.EventID
 }
+
+// TestDrainedAndPrunedLeavesNothing: once every delivery is delivered and
+// the prune has passed retention and the dedup window, no record, index
+// or dedup key of them is left, only the queue's meta values.
+func TestDrainedAndPrunedLeavesNothing(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	for i := range 20 {
+		e := env(string(rune('a' + i)))
+		for j := range 10 {
+			d := dl(e.Event.ID+"-"+string(rune('a'+j)), "a")
+			d.Webhook = "w" + string(rune('a'+j%3))
+			e.Deliveries = append(e.Deliveries, d)
+		}
+		if _, err := q.Enqueue(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 50, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			break
+		}
+		for _, l := range ls {
+			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	now := time.Now().Add(time.Second)
+	if err := q.Prune(ctx, queue.PruneRequest{DeliveredBefore: now, EventsBefore: now, DedupBefore: now}); err != nil {
+		t.Fatal(err)
+	}
+	for p := byte(0); p < 0xff; p++ {
+		if p == pMeta {
+			continue
+		}
+		if ks := keysUnder(t, q, []byte{p}); len(ks) > 0 {
+			t.Errorf("%d keys %q left after the drain and the prune, e.g. %q", len(ks), p, ks[0])
+		}
+	}
+}
