@@ -118,20 +118,7 @@ func BenchmarkDeliveryCycle(b *testing.B) {
 			}
 		}
 	})
-	for {
-		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 64, Lease: time.Minute})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(ls) == 0 {
-			break
-		}
-		for _, l := range ls {
-			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	ackAll(b, q, 64)
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(n.Load()), "cpu-µs/delivery")
 }
 

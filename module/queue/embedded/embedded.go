@@ -21,7 +21,8 @@
 // due time, counters; the only thing an outcome rewrites) and one record per
 // attempt (history and response excerpts, read only by Get and List). A
 // pending delivery also has a due key in its lane's range; listing uses
-// index keys by state, webhook, target, event, call_id and event_id.
+// four index keys per delivery and a state key while it is pending or dead
+// (index.go).
 //
 // # Lanes and fair leasing
 //

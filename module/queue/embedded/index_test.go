@@ -218,20 +218,7 @@ func TestDrainedAndPrunedLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for {
-		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 50, Lease: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ls) == 0 {
-			break
-		}
-		for _, l := range ls {
-			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	ackAll(t, q, 50)
 	now := time.Now().Add(time.Second)
 	if err := q.Prune(ctx, queue.PruneRequest{DeliveredBefore: now, EventsBefore: now, DedupBefore: now}); err != nil {
 		t.Fatal(err)
@@ -242,6 +229,25 @@ func TestDrainedAndPrunedLeavesNothing(t *testing.T) {
 		}
 		if ks := keysUnder(t, q, []byte{p}); len(ks) > 0 {
 			t.Errorf("%d keys %q left after the drain and the prune, e.g. %q", len(ks), p, ks[0])
+		}
+	}
+}
+
+// ackAll leases (max at a time) and acks until nothing is due.
+func ackAll(t testing.TB, q *Queue, max int) {
+	t.Helper()
+	for {
+		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: max, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			return
+		}
+		for _, l := range ls {
+			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
