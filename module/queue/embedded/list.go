@@ -76,7 +76,10 @@ func (q *Queue) listRanges(f queue.Filter) ([][]byte, error) {
 		return one(statePrefix(f.State))
 	case f.Webhook != "":
 		targets, ok, err := subranges(q.db, indexPrefix(ixHook))
-		if err != nil || !ok {
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
 			return one(allPrefix)
 		}
 		for i, t := range targets {

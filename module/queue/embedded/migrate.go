@@ -22,6 +22,7 @@ func (q *Queue) rebuildIndexes() error {
 	}
 	defer it.Close()
 	b := q.db.NewBatch()
+	defer b.Close()
 	w := &wtx{q: q, b: b, o: &op{}}
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
@@ -64,5 +65,5 @@ func (q *Queue) rebuildIndexes() error {
 	}
 	q.log.Info("queue upgraded: list indexes rebuilt in the version 3 layout",
 		zap.String("dir", q.dir), zap.Int("deliveries", n))
-	return b.Close()
+	return nil
 }
