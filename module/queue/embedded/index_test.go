@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -249,5 +250,43 @@ func ackAll(t testing.TB, q *Queue, max int) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestListManyTargets: a webhook filter over more targets than one List
+// merges walks the all-index instead, and still finds every match, newest
+// first, across pages.
+func TestListManyTargets(t *testing.T) {
+	q := openT(t, t.TempDir(), Options{})
+	var want []string
+	for i := range maxSubranges + 10 {
+		d := dl("d"+strconv.Itoa(i), "a")
+		d.Target = "t" + strconv.Itoa(i)
+		if i%3 == 0 {
+			d.Webhook = "x"
+			want = append(want, d.ID)
+		}
+		if _, err := q.Enqueue(ctx, env(d.ID, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Reverse(want)
+	var got []string
+	f := queue.Filter{Webhook: "x", Limit: 7}
+	for {
+		p, err := q.List(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range p.Deliveries {
+			got = append(got, d.ID)
+		}
+		if p.Next == "" {
+			break
+		}
+		f.Cursor = p.Next
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("List(webhook x) over %d targets = %d deliveries, want %d", maxSubranges+10, len(got), len(want))
 	}
 }
