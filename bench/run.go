@@ -270,14 +270,20 @@ func (b *bench) slow(r *result) error {
 	sk := b.sink
 	dir := filepath.Join(b.tmp, "SLOW")
 	queueDir := filepath.Join(dir, "queue")
-	// The default retention while the queue grows and drains; a reload
-	// to a short one afterwards, so the prune can be measured.
+	// The default retention and dedup window while the queue grows and
+	// drains; a reload to short ones afterwards, so the prune can be
+	// measured (dedup keys are kept for the longest dedup_window
+	// configured).
 	slowConfig := func(retention string) string {
+		hook := slowWebhook()
+		if retention != "" {
+			hook = "\t\t\tdedup_window " + retention + "\n" + hook
+		}
 		return caddyfile(caddyfileConfig{
 			queueDir:  queueDir,
 			workers:   b.o.workers,
 			retention: retention,
-			site:      callhookSite(slowWebhook()),
+			site:      callhookSite(hook),
 		})
 	}
 	p, err := startCaddy(b.bin, dir, "SLOW", slowConfig(""))
@@ -415,7 +421,7 @@ func (b *bench) slow(r *result) error {
 		return errors.New("drain: nothing arrived after the receiver was released")
 	}
 	// The retention prune and the compaction after it give the space
-	// back: reload with a one-second retention (the reload runs the prune
+	// back: reload with a one-second retention and dedup window (the reload runs the prune
 	// at once), then wait until the directory is within 2x of empty or has
 	// stopped shrinking for a while.
 	if err := admin().Load(slowConfig(slowRetention.String())); err != nil {

@@ -130,7 +130,7 @@ func memoryNote(s *slowResult) string {
 	if first.heap.HeapAlloc > 0 && len(s.samples) > 1 {
 		note += fmt.Sprintf(" (%+.0f%% from %s to %s)", (float64(last.heap.HeapAlloc)/float64(first.heap.HeapAlloc)-1)*100, short(first.point), short(last.point))
 	}
-	note += fmt.Sprintf("; RssAnon %s → %s; RssFile %s → %s; queue directory %.2f MiB empty, %.0f MiB full, %.2f MiB after the drain and the retention prune",
+	note += fmt.Sprintf("; RssAnon %s → %s; RssFile %s → %s; queue directory %.2f MiB empty, %.0f MiB full, %.2f MiB after the drain and a prune with retention and dedup_window 1s",
 		mib(uint64(first.mem.RSSAnon)), mib(uint64(last.mem.RSSAnon)), mib(uint64(first.mem.RSSFile)), mib(uint64(last.mem.RSSFile)), s.emptyMiB, s.queueFileMiB, s.prunedMiB)
 	if s.emptyMiB > 0 && s.prunedMiB > 0 {
 		note += fmt.Sprintf(" (%.1f× empty)", s.prunedMiB/s.emptyMiB)

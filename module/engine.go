@@ -17,9 +17,9 @@ import (
 
 var errNotStarted = errors.New("the callhook app is not running yet")
 
-// dedupWindow is how long dedup keys are kept before pruning: the longest
-// dedup_window a handler may set (each handler's own window, default 24h,
-// decides what counts as a repeat).
+// dedupWindow is the longest dedup_window a handler may set, the window a
+// backend applies to an envelope that names none. How long the prune keeps
+// dedup keys is the running config's longest window (dedupKeep).
 const dedupWindow = maxDedupWindow
 
 // settings are everything of a config's app that a running engine takes
@@ -166,11 +166,12 @@ func (e *engine) release(a *App) {
 // max_pending, retention, drain_timeout and the logger. It is the one place
 // settings reach a running engine. e.mu must be held.
 func (e *engine) applyLocked(s settings) {
-	retentionChanged := e.settings.retention != s.retention
+	retentionChanged := e.settings.retention != s.retention || dedupKeep(e.settings.webhooks) != dedupKeep(s.webhooks)
 	e.forgetRemovedWebhooks(e.settings.webhooks, s.webhooks)
 	e.settings = s
 	if retentionChanged && e.pruneKick != nil {
-		// A new retention applies now, not at the next 10-minute prune.
+		// A new retention or dedup window applies now, not at the next
+		// 10-minute prune.
 		select {
 		case e.pruneKick <- struct{}{}:
 		default:
@@ -250,16 +251,29 @@ func (e *engine) signingSecrets(d *queue.Delivery) ([][]byte, error) {
 	return secrets, nil
 }
 
+// dedupKeep is how long the prune keeps dedup keys: the longest
+// dedup_window of the config's handlers that detect repeats, not the
+// longest any handler could set, so a config of 24h windows does not keep
+// a week of keys on disk. A config where none does keeps the default
+// window's worth, for a reload that turns repeat detection back on.
+func dedupKeep(reg *targetRegistry) time.Duration {
+	if w := reg.longestDedupWindow(); w > 0 {
+		return w
+	}
+	return defaultDedupWindow
+}
+
 // pruneLoop drops delivered deliveries past retention and expired dedup keys.
 func (e *engine) pruneLoop() {
 	defer close(e.pruneDone)
 	for {
 		e.mu.Lock()
 		retention := e.settings.retention
+		keep := dedupKeep(e.settings.webhooks)
 		e.mu.Unlock()
 		now := time.Now()
 		cutoff := now.Add(-retention)
-		err := e.q.Prune(e.pruneCtx, queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-dedupWindow)})
+		err := e.q.Prune(e.pruneCtx, queue.PruneRequest{DeliveredBefore: cutoff, EventsBefore: cutoff, DedupBefore: now.Add(-keep)})
 		every := pruneEvery(retention)
 		if err != nil && !errors.Is(err, queue.ErrClosed) && e.pruneCtx.Err() == nil {
 			e.logger.Error("pruning old deliveries failed; will try again", zap.Duration("retry_in", every), zap.Error(err))

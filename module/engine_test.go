@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/callhook/caddy-callhook/module/delivery"
@@ -140,4 +141,71 @@ func TestCurrentWebhooksFollowTheNewestConfig(t *testing.T) {
 	if e.current() != a1.cfg.webhooks {
 		t.Fatal("a config that stopped first left its webhooks in force")
 	}
+}
+
+// recordingPruneQueue reports every prune request and is otherwise idle.
+type recordingPruneQueue struct {
+	slowPruneQueue
+	reqs chan queue.PruneRequest
+}
+
+func (q *recordingPruneQueue) Prune(ctx context.Context, r queue.PruneRequest) error {
+	select {
+	case q.reqs <- r:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+func registryOf(hs ...*Handler) *targetRegistry {
+	r := &targetRegistry{targets: map[string]*targetBlocks{}}
+	for _, h := range hs {
+		tb := r.targets[h.Target]
+		if tb == nil {
+			tb = &targetBlocks{}
+			r.targets[h.Target] = tb
+		}
+		tb.handlers = append(tb.handlers, h)
+	}
+	return r
+}
+
+// TestPruneKeepsDedupKeysForTheLongestWindow: dedup keys are pruned after
+// the longest dedup_window the running config sets (handlers with dedup off
+// do not count), not after the longest any config could set; a reload that
+// changes it prunes at once.
+func TestPruneKeepsDedupKeysForTheLongestWindow(t *testing.T) {
+	q := &recordingPruneQueue{reqs: make(chan queue.PruneRequest, 10)}
+	s := testSettings(1, time.Second)
+	s.webhooks = registryOf(
+		&Handler{Target: "a", DedupWindow: caddy.Duration(2 * time.Hour)},
+		&Handler{Target: "b", DedupWindow: caddy.Duration(30 * time.Minute)},
+		&Handler{Target: "b", DedupWindow: caddy.Duration(5 * 24 * time.Hour), Dedup: dedupOff},
+	)
+	e, err := newEngine("fake", fakeBackend{q}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Destruct()
+	want := func(keep time.Duration) {
+		t.Helper()
+		select {
+		case r := <-q.reqs:
+			if got := time.Since(r.DedupBefore); got < keep || got > keep+time.Minute {
+				t.Fatalf("the prune forgets dedup keys older than %s, want %s", got.Round(time.Second), keep)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no prune")
+		}
+	}
+	want(2 * time.Hour)
+	app := &App{cfg: testSettings(1, time.Second)}
+	app.cfg.webhooks = registryOf(&Handler{Target: "a", DedupWindow: caddy.Duration(10 * time.Minute)})
+	e.hold(app)
+	want(10 * time.Minute)
+	// No handler detects repeats: the default window's worth is kept.
+	app2 := &App{cfg: testSettings(1, time.Second)}
+	app2.cfg.webhooks = registryOf(&Handler{Target: "a", Dedup: dedupOff})
+	e.hold(app2)
+	want(defaultDedupWindow)
 }

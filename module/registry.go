@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/callhook/caddy-callhook/module/render"
 )
@@ -110,6 +111,25 @@ func (r *targetRegistry) each(f func(h *Handler, w *render.Webhook)) {
 			}
 		}
 	}
+}
+
+// longestDedupWindow is the longest dedup_window of this config's
+// handlers that detect repeats (dedup not off); 0 when none does.
+func (r *targetRegistry) longestDedupWindow() time.Duration {
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var longest time.Duration
+	for _, tb := range r.targets {
+		for _, h := range tb.handlers {
+			if h.Dedup != dedupOff {
+				longest = max(longest, h.dedupWindow())
+			}
+		}
+	}
+	return longest
 }
 
 // dedupScope is what a handler adds to its dedup keys: nothing while its

@@ -21,7 +21,8 @@
 // due time, counters; the only thing an outcome rewrites) and one record per
 // attempt (history and response excerpts, read only by Get and List). A
 // pending delivery also has a due key in its lane's range; listing uses
-// index keys by state, webhook, target, event, call_id and event_id.
+// four index keys per delivery and a state key while it is pending or dead
+// (index.go).
 //
 // # Lanes and fair leasing
 //
@@ -87,7 +88,8 @@ import (
 
 const (
 	// formatVersion is stored in meta; bump it when the layout changes.
-	formatVersion = 2
+	// Version 2 stores are upgraded at open (rebuildIndexes).
+	formatVersion = 3
 
 	// maxBatch bounds how many ops share one commit.
 	maxBatch = 1024
@@ -298,6 +300,10 @@ func (q *Queue) loadState() error {
 	case v == nil:
 		if err := q.db.Set(metaVersion, u64(formatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("initializing queue %s: %w", q.dir, err)
+		}
+	case len(v) == 8 && getU64(v) == 2:
+		if err := q.rebuildIndexes(); err != nil {
+			return fmt.Errorf("upgrading queue %s to format version %d: %w", q.dir, formatVersion, err)
 		}
 	case len(v) != 8 || getU64(v) != formatVersion:
 		return fmt.Errorf("queue directory %s has format version %d but this build reads version %d; use the matching build or move the directory away (pending deliveries in it would be lost)", q.dir, getU64(v), formatVersion)

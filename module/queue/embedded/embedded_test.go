@@ -208,20 +208,7 @@ func TestDrainedLaneIsNotRescanned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for {
-		ls, err := q.Lease(ctx, queue.LeaseRequest{Max: 1000, Lease: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ls) == 0 {
-			break
-		}
-		for _, l := range ls {
-			if err := q.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	ackAll(t, q, 1000)
 	if _, err := q.Enqueue(ctx, env("late", dl("late", "a"))); err != nil {
 		t.Fatal(err)
 	}

@@ -19,21 +19,19 @@ const (
 	pEventAt  = 'T' // T received(8) id            -> nil (prune of events)
 	pDedup    = 'K' // K key                       -> dedup record
 	pDedupAt  = 'k' // k created(8) key            -> nil (prune of dedup keys)
-	pIndex    = 'X' // X field value created(8) seq(8) -> id (List)
+	pIndex    = 'X' // X field ... created(8) seq(8) -> id (List; see index.go)
 	pFinished = 'F' // F finished(8) seq(8)        -> id: delivered, for the prune
 	pPause    = 'P' // P webhookKey                -> pause record
 	pMeta     = 'M' // M name                      -> meta values
 )
 
-// Index fields of the X range.
+// Index fields of the X range (format version 3; see index.go).
 const (
-	ixState   = 's'
-	ixWebhook = 'w'
-	ixTarget  = 't'
-	ixEvent   = 'e'
-	ixCallID  = 'c'
-	ixEventID = 'v'
-	ixAll     = 'a' // every delivery, value ""
+	ixAll   = 'a' // X a created seq                : every delivery
+	ixHook  = 'h' // X h target webhook created seq : by target, then webhook
+	ixCall  = 'c' // X c callID created seq         : by call
+	ixEvent = 'v' // X v eventID created seq        : by event
+	ixState = 's' // X s state created seq          : pending and dead only
 )
 
 var (
@@ -98,12 +96,21 @@ func dedupAtKey(created time.Time, k string) []byte {
 	return append(appendTime([]byte{pDedupAt}, created), k...)
 }
 
-func indexPrefix(field byte, value string) []byte {
-	return appendStr([]byte{pIndex, field}, value)
+// indexPrefix is the prefix of an index range narrowed by values, each
+// length-prefixed.
+func indexPrefix(field byte, values ...string) []byte {
+	b := []byte{pIndex, field}
+	for _, v := range values {
+		b = appendStr(b, v)
+	}
+	return b
 }
 
-func indexKey(field byte, value string, created time.Time, seq uint64) []byte {
-	b := appendTime(indexPrefix(field, value), created)
+// indexKey is an index key: the prefix, then the delivery's position in
+// List order.
+func indexKey(pfx []byte, created time.Time, seq uint64) []byte {
+	b := make([]byte, 0, len(pfx)+16)
+	b = appendTime(append(b, pfx...), created)
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 

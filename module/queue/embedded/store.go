@@ -3,11 +3,9 @@ package embedded
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -88,115 +86,6 @@ func (q *Queue) load(id string, history bool) (*queue.Delivery, error) {
 	return d, nil
 }
 
-// List returns deliveries matching f, newest first (see queue.Store).
-func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
-	if err := ctx.Err(); err != nil {
-		return queue.Page{}, err
-	}
-	if f.State != "" && !f.State.Valid() {
-		return queue.Page{}, fmt.Errorf("unknown state %q: use pending, leased, delivered or dead", f.State)
-	}
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
-	var cursor []byte
-	if f.Cursor != "" {
-		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
-		if err != nil || len(c) == 0 || c[0] != pIndex {
-			return queue.Page{}, errors.New("the cursor is not one this queue handed out; start again without it")
-		}
-		cursor = c
-	}
-	if f.State == queue.Leased {
-		return q.listLeased(ctx, f, limit, cursor)
-	}
-	// The most selective index the filter names.
-	field, value := byte(ixState), ""
-	switch {
-	case f.CallID != "":
-		field, value = ixCallID, f.CallID
-	case f.EventID != "":
-		field, value = ixEventID, f.EventID
-	case f.Webhook != "":
-		field, value = ixWebhook, f.Webhook
-	case f.Event != "":
-		field, value = ixEvent, f.Event
-	case f.Target != "":
-		field, value = ixTarget, f.Target
-	case f.State != "":
-		value = string(stateByte(f.State))
-	}
-	if field == ixState && value == "" {
-		field = ixAll
-	}
-	pfx := indexPrefix(field, value)
-	var page queue.Page
-	err := q.reading(func() error {
-		upper := prefixEnd(pfx)
-		if cursor != nil {
-			if !bytes.HasPrefix(cursor, pfx) {
-				return errors.New("the cursor belongs to another filter; start again without it")
-			}
-			upper = cursor
-		}
-		it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upper})
-		if err != nil {
-			return err
-		}
-		defer it.Close()
-		type hit struct {
-			created time.Time
-			seq     []byte
-			d       *queue.Delivery
-		}
-		var hits []hit
-		examined := 0
-		var last []byte
-		for ok := it.Last(); ok; ok = it.Prev() {
-			examined++
-			if examined%256 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			k := it.Key()
-			last = append(last[:0], k...)
-			d, err := q.load(string(it.Value()), false)
-			if errors.Is(err, queue.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if matches(d, f) {
-				hits = append(hits, hit{d: d})
-				if len(hits) == limit {
-					break
-				}
-			}
-			if examined >= listScanBudget {
-				break
-			}
-		}
-		if err := it.Error(); err != nil {
-			return err
-		}
-		for _, h := range hits {
-			page.Deliveries = append(page.Deliveries, h.d)
-		}
-		// More may follow the last key examined, unless the range ended.
-		if last != nil && (len(hits) == limit || examined >= listScanBudget) {
-			if it.Prev() {
-				page.Next = base64.RawURLEncoding.EncodeToString(last)
-			}
-		}
-		return nil
-	})
-	return page, err
-}
-
 func (q *Queue) fillHistory(d *queue.Delivery) error {
 	pfx := attemptPrefix(d.ID)
 	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
@@ -212,60 +101,6 @@ func (q *Queue) fillHistory(d *queue.Delivery) error {
 		d.Attempts = append(d.Attempts, a)
 	}
 	return it.Close()
-}
-
-func matches(d *queue.Delivery, f queue.Filter) bool {
-	return (f.State == "" || d.State == f.State) &&
-		(f.Webhook == "" || d.Webhook == f.Webhook) &&
-		(f.Event == "" || d.Event == f.Event) &&
-		(f.CallID == "" || d.CallID == f.CallID) &&
-		(f.Target == "" || d.Target == f.Target) &&
-		(f.EventID == "" || d.EventID == f.EventID)
-}
-
-// listLeased lists the in-memory leases (at most as many as workers hold).
-func (q *Queue) listLeased(ctx context.Context, f queue.Filter, limit int, cursor []byte) (queue.Page, error) {
-	var page queue.Page
-	err := q.reading(func() error {
-		type item struct {
-			key []byte
-			id  string
-		}
-		q.sched.mu.Lock()
-		items := make([]item, 0, len(q.sched.leases))
-		for id, lr := range q.sched.leases {
-			items = append(items, item{indexKey(ixState, "l", lr.st.created, lr.m.seq), id})
-		}
-		q.sched.mu.Unlock()
-		sort.Slice(items, func(i, j int) bool { return bytes.Compare(items[i].key, items[j].key) > 0 })
-		var last []byte
-		for _, it := range items {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if cursor != nil && bytes.Compare(it.key, cursor) >= 0 {
-				continue
-			}
-			d, err := q.load(it.id, false)
-			if errors.Is(err, queue.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !matches(d, f) {
-				continue
-			}
-			if len(page.Deliveries) == limit {
-				page.Next = base64.RawURLEncoding.EncodeToString(last)
-				break
-			}
-			page.Deliveries = append(page.Deliveries, d)
-			last = it.key
-		}
-		return nil
-	})
-	return page, err
 }
 
 // Stats counts deliveries by state.
@@ -705,7 +540,7 @@ func pruneEventIfDone(w *wtx, eventID string, cutoff time.Time) {
 	if eventID == "" {
 		return
 	}
-	pfx := indexPrefix(ixEventID, eventID)
+	pfx := indexPrefix(ixEvent, eventID)
 	it, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
 	if err != nil {
 		return
@@ -801,7 +636,7 @@ func (q *Queue) pruneEvents(ctx context.Context, upper []byte) (int, bool, error
 		q.pruneExamined.Add(int64(len(keys)))
 		for _, k := range keys {
 			id := string(k[9:])
-			pfx := indexPrefix(ixEventID, id)
+			pfx := indexPrefix(ixEvent, id)
 			di, err := w.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
 			if err != nil {
 				return err

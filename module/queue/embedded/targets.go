@@ -137,7 +137,7 @@ func (q *Queue) loadTargetCounts() error {
 // store written before the counters existed.
 func (q *Queue) countTargets() error {
 	start := time.Now()
-	pfx := []byte{pIndex, ixTarget}
+	pfx := []byte{pIndex, ixHook} // X h target webhook ...: every delivery once
 	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
 	if err != nil {
 		return err

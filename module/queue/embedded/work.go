@@ -177,46 +177,6 @@ func validateEnvelope(env *queue.Envelope) error {
 	return nil
 }
 
-// writeIndexes writes the List index keys of a new delivery.
-func writeIndexes(w *wtx, id string, st static, seq uint64, state queue.State) {
-	v := []byte(id)
-	k := indexKey(ixState, string(stateByte(state)), st.created, seq)
-	w.set(k, v)
-	if state == queue.Pending {
-		w.fx(effect{kind: fxPendingIndex, key: k})
-	}
-	w.set(indexKey(ixWebhook, st.webhook, st.created, seq), v)
-	w.set(indexKey(ixTarget, st.target, st.created, seq), v)
-	w.set(indexKey(ixEvent, st.event, st.created, seq), v)
-	w.set(indexKey(ixCallID, st.callID, st.created, seq), v)
-	w.set(indexKey(ixEventID, st.eventID, st.created, seq), v)
-	w.set(indexKey(ixAll, "", st.created, seq), v)
-	w.countTarget(st.target, state, 1)
-}
-
-func deleteIndexes(w *wtx, st static, seq uint64, state queue.State) {
-	w.del(indexKey(ixState, string(stateByte(state)), st.created, seq))
-	w.del(indexKey(ixWebhook, st.webhook, st.created, seq))
-	w.del(indexKey(ixTarget, st.target, st.created, seq))
-	w.del(indexKey(ixEvent, st.event, st.created, seq))
-	w.del(indexKey(ixCallID, st.callID, st.created, seq))
-	w.del(indexKey(ixEventID, st.eventID, st.created, seq))
-	w.del(indexKey(ixAll, "", st.created, seq))
-	w.countTarget(st.target, state, -1)
-}
-
-// moveState moves a delivery's state-index key.
-func moveState(w *wtx, id string, st static, seq uint64, from, to queue.State) {
-	w.del(indexKey(ixState, string(stateByte(from)), st.created, seq))
-	k := indexKey(ixState, string(stateByte(to)), st.created, seq)
-	w.set(k, []byte(id))
-	if to == queue.Pending {
-		w.fx(effect{kind: fxPendingIndex, key: k})
-	}
-	w.countTarget(st.target, from, -1)
-	w.countTarget(st.target, to, 1)
-}
-
 // putDue writes a due key; rec (may be nil) is the delivery's records as
 // this write leaves them, for the lane's window.
 func putDue(w *wtx, laneN, id string, due time.Time, seq uint64, rec *cachedRec) []byte {
