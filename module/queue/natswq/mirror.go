@@ -17,7 +17,7 @@ type rec struct {
 	id      string
 	d       queue.Delivery // Attempts is never set
 	nonce   string         // the lease's, held in memory only
-	pos     uint64 // place in its order key
+	pos     uint64         // place in its order key
 	rev     uint64
 	created int64 // CreatedAt in ns, the list order
 

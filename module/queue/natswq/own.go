@@ -28,10 +28,12 @@ type lockVal struct {
 	Until int64  `json:"until_ms"`
 }
 
-func lockKey(i int) string      { return fmt.Sprintf("o.%d", i) }
-func statsKey(i int) string     { return fmt.Sprintf("s.%d", i) }
-func nodeKey(n string) string   { return "n." + token(n) }
-func (q *Queue) lockVal() []byte { return encode(lockVal{Node: q.node, Until: time.Now().Add(lockTTL).UnixMilli()}) }
+func lockKey(i int) string    { return fmt.Sprintf("o.%d", i) }
+func statsKey(i int) string   { return fmt.Sprintf("s.%d", i) }
+func nodeKey(n string) string { return "n." + token(n) }
+func (q *Queue) lockVal() []byte {
+	return encode(lockVal{Node: q.node, Until: time.Now().Add(lockTTL).UnixMilli()})
+}
 
 func (q *Queue) ownLoop(bctx context.Context) {
 	defer q.bg.Done()
