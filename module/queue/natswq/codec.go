@@ -43,10 +43,13 @@ type record struct {
 	// Pos is the delivery's place in its order key; 0 means "the revision
 	// of this very write" (set when created or put back by hand).
 	Pos uint64 `json:"order_pos,omitempty"`
+	// Chunks is how many blob keys hold the request body when it is too
+	// large for one message (the body in the record is then empty).
+	Chunks int `json:"chunks,omitempty"`
 }
 
-func encodeRecord(d *queue.Delivery, pos uint64) []byte {
-	r := record{Delivery: *d, Pos: pos}
+func encodeRecord(d *queue.Delivery, pos uint64, chunks int) []byte {
+	r := record{Delivery: *d, Pos: pos, Chunks: chunks}
 	r.Attempts = nil
 	body := r.Request.Body
 	r.Request.Body = nil
@@ -67,6 +70,9 @@ func decodeRecord(b []byte) (*record, error) {
 type eventRecord struct {
 	queue.Event
 	Deliveries []string `json:"deliveries,omitempty"`
+	// Chunks is how many blob keys hold Data when it is too large for one
+	// message.
+	Chunks int `json:"chunks,omitempty"`
 }
 
 func encodeEvent(e *eventRecord) []byte {

@@ -58,14 +58,20 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		}
 		res.Refs = append(res.Refs, ref)
 		ids = append(ids, c.ID)
-		ds = append(ds, put{key: deliveryKey(c.ID), val: encodeRecord(&c, 0), check: true})
+		ds = append(ds, q.recordPuts(&c, 0, 0)...)
 		if c.State == queue.Delivered && len(d.Attempts) > 0 {
 			ds = append(ds, put{key: historyKey(c.ID), val: encode(lastAttempts(d.Attempts))})
 		}
 	}
 	puts := make([]put, 0, len(ds)+1)
 	if env.Event.ID != "" {
-		puts = append(puts, put{key: eventKey(env.Event.ID), val: encodeEvent(&eventRecord{Event: env.Event, Deliveries: ids}), check: true})
+		er := eventRecord{Event: env.Event, Deliveries: ids}
+		blobs := q.splitBlob("e", env.Event.ID, er.Data)
+		if len(blobs) > 0 {
+			er.Data, er.Chunks = nil, len(blobs)
+		}
+		puts = append(puts, put{key: eventKey(env.Event.ID), val: encodeEvent(&er), check: true})
+		puts = append(puts, blobs...)
 	}
 	puts = append(puts, ds...)
 

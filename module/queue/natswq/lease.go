@@ -2,7 +2,10 @@ package natswq
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/callhook/caddy-callhook/module/queue"
 )
@@ -66,6 +69,10 @@ func (m *mirror) pick(now time.Time, need int, until time.Time, b *budgets, part
 			m.attach(r)
 			b.take(l, 1)
 			d := r.d
+			if r.chunks > 0 {
+				d.Request.Body = nil
+				d.Attempts = make([]queue.Attempt, 0, r.chunks) // marks a body to read; cleared by fillBodies
+			}
 			out = append(out, queue.Lease{Delivery: &d, Token: leaseToken(part, r.rev, r.nonce, r.id), Until: until})
 			progress = true
 		}
@@ -101,6 +108,11 @@ func (q *Queue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Leas
 	if req.Lease <= 0 {
 		req.Lease = 30 * time.Second
 	}
+	// A lease handed out while NATS cannot be reached could not have its
+	// outcome recorded: say so instead (the pool waits and tries again).
+	if !q.nc.IsConnected() {
+		return nil, fmt.Errorf("leasing deliveries: %w: %v", queue.ErrUnavailable, errNotConnected)
+	}
 	deadline := time.Now().Add(req.Wait)
 	b := &budgets{req: &req, dest: map[string]int{}, hook: map[string]int{}}
 	for {
@@ -125,7 +137,7 @@ func (q *Queue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Leas
 			m.mu.Unlock()
 		}
 		if len(out) > 0 {
-			return out, nil
+			return q.fillBodies(ctx, out), nil
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
@@ -150,4 +162,32 @@ func (q *Queue) Lease(ctx context.Context, req queue.LeaseRequest) ([]queue.Leas
 		}
 		t.Stop()
 	}
+}
+
+// fillBodies reads the bodies kept in blobs (large ones) of leased
+// deliveries. A lease whose body cannot be read now is released at once
+// and left out: it is leased again later.
+func (q *Queue) fillBodies(ctx context.Context, ls []queue.Lease) []queue.Lease {
+	out := ls[:0]
+	for _, l := range ls {
+		d := l.Delivery
+		if d.Attempts == nil {
+			out = append(out, l)
+			continue
+		}
+		chunks := cap(d.Attempts)
+		d.Attempts = nil
+		tp, _ := parseToken(l.Token, len(q.parts))
+		octx, cancel := q.opCtx(context.WithoutCancel(ctx))
+		body, err := q.readBlob(octx, q.parts[tp.part], "d", d.ID, chunks)
+		cancel()
+		if err != nil {
+			q.logger.Warn("nats queue: could not read the body of a leased delivery; it is due again in a second", zap.String("delivery", d.ID), zap.Error(err))
+			_ = q.Release(context.WithoutCancel(ctx), l.Token, time.Now().Add(time.Second))
+			continue
+		}
+		d.Request.Body = body
+		out = append(out, l)
+	}
+	return out
 }

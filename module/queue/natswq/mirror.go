@@ -17,6 +17,7 @@ type rec struct {
 	id      string
 	d       queue.Delivery // Attempts is never set
 	nonce   string         // the lease's, held in memory only
+	chunks  int            // blobs holding the body (the body here is empty)
 	pos     uint64         // place in its order key
 	rev     uint64
 	created int64 // CreatedAt in ns, the list order
@@ -278,6 +279,7 @@ func (m *mirror) applyDelivery(key, id string, rev uint64, val []byte, deleted b
 	r.d = rc.Delivery
 	r.d.Attempts = nil
 	r.nonce = ""
+	r.chunks = rc.Chunks
 	r.pos = rc.Pos
 	if r.pos == 0 {
 		r.pos = rev

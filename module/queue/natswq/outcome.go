@@ -101,6 +101,7 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 	stale := fmt.Errorf("delivery %s: %w", tp.id, queue.ErrStaleLease)
 	var d queue.Delivery
 	var pos uint64
+	var chunks int
 	m := p.mirror()
 	if m != nil {
 		m.mu.Lock()
@@ -109,7 +110,7 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 			m.mu.Unlock()
 			return stale
 		}
-		d, pos = r.d, r.pos
+		d, pos, chunks = r.d, r.pos, r.chunks
 		if change(&d, time.Now()) {
 			// Extend: the lease lives in memory only.
 			m.detach(r)
@@ -143,7 +144,7 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 		if err != nil {
 			return q.fail(ctx, what, err)
 		}
-		d, pos = rc.Delivery, rc.Pos
+		d, pos, chunks = rc.Delivery, rc.Pos, rc.Chunks
 		if change(&d, time.Now()) {
 			return stale // Extend needs the owner, and this node is not it any more
 		}
@@ -164,7 +165,7 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 	change(&d, time.Now())
 	d.State = stateAfter(d.State)
 	key := deliveryKey(tp.id)
-	puts := []put{{key: key, val: encodeRecord(&d, pos), check: true, expect: tp.rev}}
+	puts := []put{{key: key, val: encodeRecord(&d, pos, chunks), check: true, expect: tp.rev}}
 	if a != nil {
 		hv, _ := json.Marshal(hist)
 		puts = append(puts, put{key: historyKey(tp.id), val: hv})

@@ -42,6 +42,11 @@ func (q *Queue) Get(ctx context.Context, id string) (*queue.Delivery, error) {
 		return nil, q.storeErr(ctx, "reading a delivery", err)
 	}
 	d := rc.Delivery
+	if rc.Chunks > 0 {
+		if d.Request.Body, err = q.readBlob(octx, p, "d", id, rc.Chunks); err != nil {
+			return nil, q.fail(ctx, "reading a delivery", err)
+		}
+	}
 	if m := p.mirror(); m != nil {
 		m.mu.Lock()
 		if r := m.recs[id]; r != nil && r.rev == rev && r.d.State == queue.Leased {
@@ -278,10 +283,11 @@ func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
 
 // claim is one record an operator call rewrites, copied with its revision.
 type claim struct {
-	p   *part
-	d   queue.Delivery
-	rev uint64
-	pos uint64
+	p      *part
+	d      queue.Delivery
+	rev    uint64
+	pos    uint64
+	chunks int
 }
 
 // deadClaims returns the dead deliveries named (without ids: every dead
@@ -296,7 +302,7 @@ func (q *Queue) deadClaims(ctx context.Context, ids []string) ([]claim, error) {
 			}
 			m.mu.Lock()
 			for _, r := range m.byState[queue.Dead].s {
-				out = append(out, claim{p: p, d: r.d, rev: r.rev, pos: r.pos})
+				out = append(out, claim{p: p, d: r.d, rev: r.rev, pos: r.pos, chunks: r.chunks})
 			}
 			m.mu.Unlock()
 		}
@@ -314,7 +320,7 @@ func (q *Queue) deadClaims(ctx context.Context, ids []string) ([]claim, error) {
 			return nil, err
 		}
 		if rc.State == queue.Dead {
-			out = append(out, claim{p: p, d: rc.Delivery, rev: rev, pos: rc.Pos})
+			out = append(out, claim{p: p, d: rc.Delivery, rev: rev, pos: rc.Pos, chunks: rc.Chunks})
 		}
 	}
 	return out, nil
@@ -335,7 +341,7 @@ func (q *Queue) RetryDead(ctx context.Context, ids ...string) (int, error) {
 	now := time.Now()
 	return q.rewrite(ctx, "retrying dead deliveries", cs, func(c *claim) put {
 		revive(&c.d, now)
-		return put{key: deliveryKey(c.d.ID), val: encodeRecord(&c.d, 0), check: true, expect: c.rev}
+		return put{key: deliveryKey(c.d.ID), val: encodeRecord(&c.d, 0, c.chunks), check: true, expect: c.rev}
 	})
 }
 
@@ -418,8 +424,9 @@ func (q *Queue) Redeliver(ctx context.Context, nd *queue.Delivery) error {
 		d.Request, d.Policy = nd.Request, nd.Policy
 		d.Destination, d.OrderKey = nd.Destination, nd.OrderKey
 		revive(&d, time.Now())
-		pt := put{key: deliveryKey(d.ID), val: encodeRecord(&d, 0), check: true, expect: rev}
-		nrev, err := q.write(octx, p.prefix, pt)
+		puts := q.recordPuts(&d, 0, rev)
+		pt := puts[0]
+		revs, err := q.batch(octx, p.prefix, puts)
 		if isCASConflict(err) {
 			continue
 		}
@@ -428,7 +435,7 @@ func (q *Queue) Redeliver(ctx context.Context, nd *queue.Delivery) error {
 		}
 		if m := p.mirror(); m != nil {
 			m.mu.Lock()
-			m.apply(pt.key, nrev, pt.val, false)
+			m.apply(pt.key, revs[0], pt.val, false)
 			m.mu.Unlock()
 			m.signal()
 		}
@@ -527,6 +534,11 @@ func (q *Queue) GetEvent(ctx context.Context, id string) (*queue.Event, error) {
 			er, err := decodeEvent(vals[i])
 			if err != nil {
 				return nil, fmt.Errorf("event %s: unreadable record: %v", id, err)
+			}
+			if er.Chunks > 0 {
+				if er.Data, err = q.readBlob(octx, q.parts[i], "e", id, er.Chunks); err != nil {
+					return nil, q.fail(ctx, "reading an event", err)
+				}
 			}
 			return &er.Event, nil
 		}
