@@ -62,6 +62,32 @@ func TestTwoNodesShareWork(t *testing.T) {
 	if len(la)+len(lb) != n || len(la) == 0 || len(lb) == 0 {
 		t.Fatalf("node a leased %d and node b %d, want %d in all, some on each", len(la), len(lb), n)
 	}
+	// Operator views on either node cover both nodes' partitions: List
+	// pages through the owners, RetryDead() asks them for their dead.
+	for name, q := range map[string]*Queue{"a": a, "b": b} {
+		var all []*queue.Delivery
+		f := queue.Filter{State: queue.Leased, Limit: 7}
+		for {
+			pg, err := q.List(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, pg.Deliveries...)
+			if pg.Next == "" {
+				break
+			}
+			f.Cursor = pg.Next
+		}
+		if len(all) != n {
+			t.Fatalf("List(leased) on node %s found %d, want all %d across both nodes", name, len(all), n)
+		}
+	}
+	if err := b.Dead(ctx, lb[len(lb)-1].Token, queue.Attempt{}, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := a.RetryDead(ctx); err != nil || k != 1 {
+		t.Fatalf("RetryDead() on node a of a delivery node b killed = %d, %v; want 1", k, err)
+	}
 	// B acks half of its leases and closes: the rest go back to A.
 	for _, l := range lb[:len(lb)/2] {
 		if err := b.Ack(ctx, l.Token, queue.Attempt{Start: time.Now(), Status: 200}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -24,6 +25,7 @@ type part struct {
 	m       *mirror // nil unless this node owns the partition
 	lockRev uint64  // revision of our lock o.<i>
 	stopW   context.CancelFunc
+	sub     *natsgo.Subscription // answers other nodes' operator requests
 	wg      sync.WaitGroup
 }
 
@@ -80,8 +82,14 @@ func (q *Queue) load(ctx context.Context, p *part, lockRev uint64) error {
 			return ctx.Err()
 		}
 	}
+	sub, err := q.serve(p, m)
+	if err != nil {
+		_ = w.Stop()
+		stop()
+		return err
+	}
 	p.mu.Lock()
-	p.m, p.lockRev, p.stopW = m, lockRev, stop
+	p.m, p.lockRev, p.stopW, p.sub = m, lockRev, stop, sub
 	p.wg.Add(1)
 	p.mu.Unlock()
 	go q.watch(wctx, p, m, w)
@@ -93,9 +101,12 @@ func (q *Queue) load(ctx context.Context, p *part, lockRev uint64) error {
 // leases this node held in it) is gone.
 func (p *part) drop() {
 	p.mu.Lock()
-	stop := p.stopW
-	p.m, p.stopW, p.lockRev = nil, nil, 0
+	stop, sub := p.stopW, p.sub
+	p.m, p.stopW, p.lockRev, p.sub = nil, nil, 0, nil
 	p.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
 	if stop != nil {
 		stop()
 	}

@@ -165,11 +165,7 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
 	var cutoff *listPos // the newest place a partition stopped scanning at
 	full := false       // a partition filled the page: it may hold more
 	for _, p := range q.parts {
-		m := p.mirror()
-		if m == nil {
-			continue
-		}
-		rs, stop, err := m.list(ctx, f, cur, limit)
+		rs, stop, err := q.listPart(ctx, p, f, cur, limit)
 		if err != nil {
 			return queue.Page{}, err
 		}
@@ -199,6 +195,34 @@ func (q *Queue) List(ctx context.Context, f queue.Filter) (queue.Page, error) {
 		page.Next = strconv.FormatInt(cutoff.created, 10) + ":" + cutoff.id
 	}
 	return page, nil
+}
+
+// listPart lists one partition: from this node's mirror when it owns it,
+// else from its owner.
+func (q *Queue) listPart(ctx context.Context, p *part, f queue.Filter, cur *listPos, limit int) ([]*rec, *listPos, error) {
+	if m := p.mirror(); m != nil {
+		return m.list(ctx, f, cur, limit)
+	}
+	req := rpcReq{Op: "list", Filter: f, Limit: limit}
+	if cur != nil {
+		req.Cur = &listPosJSON{cur.created, cur.id}
+	}
+	resp, err := q.ask(ctx, p.i, req)
+	if err != nil || resp == nil {
+		if err != nil {
+			err = q.fail(ctx, fmt.Sprintf("listing partition %d", p.i), err)
+		}
+		return nil, nil, err
+	}
+	rs := make([]*rec, len(resp.Recs))
+	for i, r := range resp.Recs {
+		rs[i] = &rec{id: r.D.ID, d: r.D, rev: r.Rev, pos: r.Pos, chunks: r.Chunks, created: r.D.CreatedAt.UnixNano()}
+	}
+	var stop *listPos
+	if resp.Stop != nil {
+		stop = &listPos{resp.Stop.Created, resp.Stop.ID}
+	}
+	return rs, stop, nil
 }
 
 // list returns up to limit records matching f older than cur, newest
@@ -291,13 +315,23 @@ type claim struct {
 }
 
 // deadClaims returns the dead deliveries named (without ids: every dead
-// one in the partitions this node owns), with their revisions.
+// one, asked of the owners of partitions this node does not own), with
+// their revisions.
 func (q *Queue) deadClaims(ctx context.Context, ids []string) ([]claim, error) {
 	var out []claim
 	if len(ids) == 0 {
 		for _, p := range q.parts {
 			m := p.mirror()
 			if m == nil {
+				resp, err := q.ask(ctx, p.i, rpcReq{Op: "dead"})
+				if err != nil {
+					return nil, err
+				}
+				if resp != nil {
+					for _, r := range resp.Recs {
+						out = append(out, claim{p: p, d: r.D, rev: r.Rev, pos: r.Pos, chunks: r.Chunks})
+					}
+				}
 				continue
 			}
 			m.mu.Lock()
