@@ -78,6 +78,7 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	octx, cancel := q.opCtx(ctx)
 	defer cancel()
 	var claim uint64
+	t0 := time.Now()
 	if env.DedupKey != "" {
 		dup, rev, err := q.claimDedup(octx, ctx, env, res.Refs, p, now)
 		if err != nil || dup != nil {
@@ -88,7 +89,9 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		}
 		claim = rev
 	}
+	t1 := time.Now()
 	revs, err := q.batch(octx, p.prefix, puts)
+	t2 := time.Now()
 	if err != nil && claim != 0 {
 		// Nothing of the envelope was stored: free its dedup key, so that
 		// the client's retry is not answered as a duplicate of nothing.
@@ -108,6 +111,9 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	// Enqueue stored can be leased at once.
 	if m := p.mirror(); m != nil {
 		m.waitApplied(ctx, revs[len(revs)-1])
+	}
+	if h := speedHook; h != nil {
+		h(t1.Sub(t0), t2.Sub(t1), time.Since(t2))
 	}
 	return res, nil
 }
@@ -243,3 +249,7 @@ func lastAttempts(a []queue.Attempt) []queue.Attempt {
 	}
 	return a
 }
+
+// speedHook, when set (tests only), gets the time one Enqueue spent on its
+// dedup claim, its batch and waiting for its own watch.
+var speedHook func(claim, batch, wait time.Duration)
