@@ -76,6 +76,17 @@ func (q *Queue) ownRound(ctx, bctx context.Context, first bool) error {
 			continue
 		}
 		nrev, err := q.meta.Update(ctx, lockKey(p.i), q.lockVal(), rev)
+		if isCASConflict(err) {
+			// A renewal that timed out here may still have been stored:
+			// the lock then names this node at a newer revision. Adopt it
+			// rather than give up partitions nobody took.
+			if e, gerr := q.meta.Get(ctx, lockKey(p.i)); gerr == nil {
+				var lv lockVal
+				if decodeJSON(e.Value(), &lv) == nil && lv.Node == q.node {
+					nrev, err = q.meta.Update(ctx, lockKey(p.i), q.lockVal(), e.Revision())
+				}
+			}
+		}
 		switch {
 		case err == nil:
 			p.mu.Lock()
