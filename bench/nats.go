@@ -122,5 +122,20 @@ func (b *bench) s1NATS(r *result) error {
 	}
 	defer p.Stop(30 * time.Second)
 	r.note("%d nats-server on 127.0.0.1, replicas %d, sync_interval always", n, n)
-	return b.measure(r, p, b.url(portCaddy), "S1nats", 1, true, "S1nats")
+	if err := b.measure(r, p, b.url(portCaddy), "S1nats", 1, true, "S1nats"); err != nil {
+		return err
+	}
+	// The engine itself on the same servers, right after: what S1 on NATS
+	// is a fraction of.
+	var urls []string
+	for i := range n {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", portNATS+i))
+	}
+	eng, err := engineRate(strings.Join(urls, ","), n, b.o.duration)
+	if err != nil {
+		r.note("engine not measured: %v", err)
+		return nil
+	}
+	r.note("engine on the same servers (16 async publishers + 4 pull consumers acking, 300 B, replicas %d): %.0f msgs/s; S1 nats = %.3fx of it", n, eng, r.deliveriesOut/eng)
+	return nil
 }

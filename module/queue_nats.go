@@ -1,6 +1,8 @@
 package callhook
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,28 +19,35 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/callhook/caddy-callhook/module/queue"
-	natsq "github.com/callhook/caddy-callhook/module/queue/nats"
+	natsq "github.com/callhook/caddy-callhook/module/queue/natswq"
 )
 
 func init() {
 	caddy.RegisterModule(NATSQueue{})
 }
 
-// NATSQueue is the queue backend that several Caddy nodes share: a NATS
-// JetStream key-value bucket, replicated by a NATS cluster. Every node whose
-// config names the same servers and stream shares one queue: any node takes
-// events, delivers, lists and retries everything. See docs/nats.md for what
-// the server must be configured with for "202 means stored" to hold.
+// NATSQueue is the queue backend that several Caddy nodes share: NATS
+// JetStream partition streams, replicated by a NATS cluster. Every node
+// whose config names the same servers and stream shares one queue: any
+// node takes events; each node owns a share of the partitions and delivers
+// their work. See docs/nats.md for what the server must be configured with
+// for "202 means stored" to hold, and what each guarantee costs.
 type NATSQueue struct {
 	// URLs are the NATS servers (nats://host:4222, tls://host:4222). The
 	// client finds the rest of the cluster by itself. Placeholders such as
 	// {env.NATS_URL} are expanded.
 	URLs []string `json:"urls,omitempty"`
 
-	// Stream names the key-value bucket callhook creates (its stream is
-	// KV_<stream>). Nodes with the same stream share one queue.
-	// Default: CALLHOOK.
+	// Stream names the streams callhook creates (KV_<stream>_META and
+	// KV_<stream>_P0 ... P<n-1>). Nodes with the same stream share one
+	// queue. Default: CALLHOOK.
 	Stream string `json:"stream,omitempty"`
+
+	// Partitions is how many partition streams the queue has: the most
+	// nodes that can deliver at once, and the Raft groups writes spread
+	// over. Fixed when the streams are created; every node must use the
+	// same. Default: 8.
+	Partitions int `json:"partitions,omitempty"`
 
 	// Replicas is how many JetStream servers keep each record: 1 for one
 	// server, 3 for a production cluster. Checked against the existing
@@ -122,6 +131,9 @@ func (q *NATSQueue) validate() error {
 	if q.MaxPending < 0 {
 		return errors.New("queue nats: max_pending must not be negative")
 	}
+	if q.Partitions < 0 || q.Partitions > 64 {
+		return fmt.Errorf("queue nats: partitions %d: want 1 to 64 (default 8)", q.Partitions)
+	}
 	methods := 0
 	for _, set := range []bool{q.Credentials != "", q.User != "" || q.Password != "", q.Token != "", q.NKey != ""} {
 		if set {
@@ -191,8 +203,11 @@ func (q *NATSQueue) Key() string {
 		}
 	}
 	slices.Sort(urls)
-	h := sha256.New()
-	for _, s := range append(slices.Clone(q.urls), q.Credentials, q.user, q.password, q.token, q.NKey, strconv.Itoa(q.Replicas)) {
+	// Keyed with a secret of this process: the key only has to match
+	// itself across reloads, and must not let anyone who reads a log test
+	// guesses of the password against it.
+	h := hmac.New(sha256.New, keySalt[:])
+	for _, s := range append(slices.Clone(q.urls), q.Credentials, q.user, q.password, q.token, q.NKey, strconv.Itoa(q.Replicas), strconv.Itoa(q.Partitions)) {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -206,7 +221,11 @@ func (q *NATSQueue) Key() string {
 	return "nats:" + strings.Join(urls, ",") + "/" + stream + "#" + hex.EncodeToString(h.Sum(nil)[:6])
 }
 
-// Open connects to NATS, creates or checks the bucket and loads it, or
+// keySalt keys the hash of secrets in Key, new in every process.
+var keySalt = func() (b [32]byte) { _, _ = rand.Read(b[:]); return }()
+
+// Open connects to NATS, creates or checks the streams and loads this
+// node's partitions, or
 // keeps trying in the background while NATS cannot be reached.
 func (q *NATSQueue) Open(logger *zap.Logger) (queue.Queue, error) {
 	var opts []natsgo.Option
@@ -243,7 +262,7 @@ func (q *NATSQueue) Open(logger *zap.Logger) (queue.Queue, error) {
 	// answers 503 until the queue opens (OpenOrWait); a config that can
 	// never work is still a start error.
 	return natsq.OpenOrWait(natsq.Options{
-		URLs: q.urls, Bucket: q.Stream, Replicas: q.Replicas, MaxPending: q.MaxPending,
+		URLs: q.urls, Bucket: q.Stream, Partitions: q.Partitions, Replicas: q.Replicas, MaxPending: q.MaxPending,
 		DedupWindow: dedupWindow, ConnectOptions: opts, Name: name, Logger: logger,
 	})
 }
@@ -252,6 +271,7 @@ func (q *NATSQueue) Open(logger *zap.Logger) (queue.Queue, error) {
 //
 //	queue nats <url>... {
 //		stream      <name>         # default CALLHOOK
+//		partitions  <n>            # default 8; fixed once the streams exist
 //		replicas    <n>            # default 1; 3 for a production cluster
 //		credentials <file>         # or one of:
 //		user        <name>
@@ -299,6 +319,15 @@ func (q *NATSQueue) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				q.Replicas = v
 			}
+		case "partitions":
+			var n string
+			if err = one(&n); err == nil {
+				v, perr := strconv.Atoi(n)
+				if perr != nil || v < 1 || v > 64 {
+					return d.Errf("partitions %q: want 1 to 64 (default 8; the most nodes that deliver at once)", n)
+				}
+				q.Partitions = v
+			}
 		case "credentials":
 			err = one(&q.Credentials)
 		case "user":
@@ -341,7 +370,7 @@ func (q *NATSQueue) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		default:
-			return d.Errf("unknown option %q in queue nats: expected stream, replicas, credentials, user, password, token, nkey, tls or max_pending", opt)
+			return d.Errf("unknown option %q in queue nats: expected stream, partitions, replicas, credentials, user, password, token, nkey, tls or max_pending", opt)
 		}
 		if err != nil {
 			return err

@@ -24,6 +24,7 @@ func parseNATS(t *testing.T, src string) (*NATSQueue, error) {
 func TestNATSQueueCaddyfile(t *testing.T) {
 	q, err := parseNATS(t, `nats nats://n1:4222 nats://n2:4222 {
 		stream   ORDERS
+		partitions 12
 		replicas 3
 		user     callhook
 		password {env.NATS_PASSWORD}
@@ -37,7 +38,7 @@ func TestNATSQueueCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(q)
-	want := `{"urls":["nats://n1:4222","nats://n2:4222"],"stream":"ORDERS","replicas":3,"user":"callhook","password":"{env.NATS_PASSWORD}","tls":{"ca":"/etc/nats/ca.pem","client_certificate":"/etc/nats/c.pem","client_key":"/etc/nats/c.key"},"max_pending":1000000}`
+	want := `{"urls":["nats://n1:4222","nats://n2:4222"],"stream":"ORDERS","partitions":12,"replicas":3,"user":"callhook","password":"{env.NATS_PASSWORD}","tls":{"ca":"/etc/nats/ca.pem","client_certificate":"/etc/nats/c.pem","client_key":"/etc/nats/c.key"},"max_pending":1000000}`
 	if string(got) != want {
 		t.Fatalf("JSON\n%s\nwant\n%s", got, want)
 	}
@@ -47,7 +48,8 @@ func TestNATSQueueCaddyfileErrors(t *testing.T) {
 	for _, tt := range []struct{ name, src, want string }{
 		{"no url", "nats {\n}", "needs the servers' URLs"},
 		{"bad scheme", "nats http://n1:4222", `scheme "http"`},
-		{"unknown option", "nats nats://n1:4222 {\n\tstreams X\n}", `unknown option "streams" in queue nats: expected stream, replicas, credentials, user, password, token, nkey, tls or max_pending, at Testfile:2`},
+		{"unknown option", "nats nats://n1:4222 {\n\tstreams X\n}", `unknown option "streams" in queue nats: expected stream, partitions, replicas, credentials, user, password, token, nkey, tls or max_pending, at Testfile:2`},
+		{"partitions 0", "nats nats://n1:4222 {\n\tpartitions 0\n}", "partitions \"0\": want 1 to 64 (default 8; the most nodes that deliver at once), at Testfile:2"},
 		{"replicas 0", "nats nats://n1:4222 {\n\treplicas 0\n}", "replicas \"0\": want 1 to 5 (1 for one server, 3 for a production cluster), at Testfile:2"},
 		{"two auth methods", "nats nats://n1:4222 {\n\ttoken abc\n\tcredentials /x.creds\n}", "use one of credentials, user/password, token or nkey"},
 		{"user without password", "nats nats://n1:4222 {\n\tuser u\n}", "user and password go together"},

@@ -47,33 +47,46 @@
 //   - Close is idempotent, ends a waiting Lease, and makes every later call
 //     return ErrClosed.
 //
+// # Where a backend shared by several nodes may bend
+//
+// A backend whose work is split among nodes (package queue/natswq) keeps
+// every promise above across nodes, and bends these on purpose:
+//
+//   - Deliveries that share an OrderKey share their CallID (the handler's
+//     keys are target/webhook/call), so a backend may keep a call's work in
+//     one partition and order it there. Keys that span calls are not
+//     ordered with each other.
+//   - Stats and the max_pending cap count the partitions a node does not
+//     own as their owners last published them (at most about a second old).
+//   - List merges what each partition's owner answers; a partition between
+//     owners (for a few seconds after a node died) is left out of one page.
+//   - Leases live in the owner's memory: Get on another node shows a leased
+//     delivery as pending. Prune removes what the partitions a node owns no
+//     longer keep (every node runs it).
+//
 // # Mapping onto NATS JetStream
 //
-// Package queue/nats implements the contract on one JetStream key-value
-// bucket (see its package doc for the details):
+// Package queue/natswq implements the contract on partition streams (see
+// its package doc for the details):
 //
-//   - Enqueue: one atomic batch publish (server 2.12+) of the dedup key
-//     (create-only, with the dedup window as a per-message TTL, never the
-//     stream's in-memory duplicate window), the event and every delivery
-//     (each create-only, so a reused ID stores nothing). A batch refused on
-//     the dedup key answers with the first envelope's refs.
-//   - Lease: every node keeps an in-memory mirror of the bucket, fed by a
-//     watch, with lanes per (destination, webhook) as the embedded backend
-//     has; Lease skips blocked lanes in constant time and writes the chosen
-//     records as leased, each expecting the revision it read, so two nodes
-//     never both win. No consumer and no ack window is involved, so budgets,
-//     pauses and long retry delays cannot stall anything.
-//   - Token = a random lease nonce stored in the record, plus the ID;
-//     outcomes write the record expecting its revision while it still holds
-//     that nonce (the fencing), with the attempt history in the same atomic
-//     batch on a replicated bucket (right after it with replicas 1, where
-//     the server stages atomic batches in synced files). A retry's delay is the record's due time; a dead node's leases
-//     simply end and other nodes take the deliveries.
-//   - OrderKey: deliveries of a key are ordered by the revision JetStream
-//     assigned them (one sequence for the cluster); only the first
-//     unfinished one is leasable.
-//   - Store: Get reads the bucket; List and Stats read the mirror's indexes;
-//     pauses are records of the bucket, applied on every node.
+//   - Enqueue: one atomic batch of the event and every delivery
+//     (create-only, so a reused ID stores nothing) into the partition of the
+//     event's call, after a create-only write of the dedup key (with the
+//     dedup window as a per-message TTL, never the stream's in-memory
+//     duplicate window) to a meta stream.
+//   - Lease: each partition is owned by one node (a lock with a TTL in the
+//     meta stream); the owner reads it with a watch, in stream order, into
+//     lanes per (destination, webhook); Lease skips blocked lanes in
+//     constant time and writes nothing: the lease is the owner's memory.
+//   - Token = partition, the record's revision when leased, and a nonce the
+//     owner holds; outcomes write the record (and its history, one atomic
+//     batch) expecting that revision: the fencing.
+//   - OrderKey: the owner applies writes in stream order, so a call's
+//     deliveries are leased one at a time in the order stored, whichever
+//     node stored each.
+//   - Store: Get reads the stream from any node; List, Stats and RetryDead
+//     read the owners' indexes; pauses are records of the meta stream,
+//     applied on every node.
 package queue
 
 import (

@@ -7,13 +7,22 @@ import (
 	"github.com/callhook/caddy-callhook/module/queue"
 )
 
+// Deliveries that share an order key share their call (the handler's keys
+// are target/webhook/call): a backend may keep one call's work in one
+// partition and order it there. ordered builds one such delivery.
+func (h *harness) ordered(key string, s dl) *queue.Delivery {
+	h.t.Helper()
+	s.OrderKey = key
+	return h.put(ev{CallID: "call-of-" + key}, s)[0]
+}
+
 func testOrder(t *testing.T, open Opener) {
 	t.Run("OneAtATime", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
-		a1 := h.put1(dl{OrderKey: "k"})
-		a2 := h.put1(dl{OrderKey: "k"})
-		b1 := h.put1(dl{OrderKey: "j", Webhook: "w2"})
-		a34 := h.put(ev{}, dl{OrderKey: "k"}, dl{OrderKey: "k"})
+		a1 := h.ordered("k", dl{})
+		a2 := h.ordered("k", dl{})
+		b1 := h.ordered("j", dl{Webhook: "w2"})
+		a34 := h.put(ev{CallID: "call-of-k"}, dl{OrderKey: "k"}, dl{OrderKey: "k"})
 		a3, a4 := a34[0], a34[1]
 		c1 := h.put1(dl{})
 
@@ -61,8 +70,8 @@ func testOrder(t *testing.T, open Opener) {
 	t.Run("EnqueueOrderOverDueTime", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
 		due := time.Now().Add(300 * time.Millisecond)
-		x1 := h.put1(dl{OrderKey: "k", NextAttempt: due})
-		x2 := h.put1(dl{OrderKey: "k"})
+		x1 := h.ordered("k", dl{NextAttempt: due})
+		x2 := h.ordered("k", dl{})
 		// x2 is due at once but behind x1: nothing is leased before x1 is due.
 		ls := h.leaseWhenDue(due, x1)
 		h.ack(ls[0])
@@ -73,8 +82,8 @@ func testOrder(t *testing.T, open Opener) {
 		h := newHarness(t, open, Options{})
 		var heads []*queue.Delivery
 		for _, k := range []string{"k1", "k2", "k3"} {
-			heads = append(heads, h.put1(dl{OrderKey: k}))
-			h.put1(dl{OrderKey: k})
+			heads = append(heads, h.ordered(k, dl{}))
+			h.ordered(k, dl{})
 		}
 		h.wantLeased(h.drain(queue.LeaseRequest{}), heads...)
 		h.wantStats(3, 3, 0, 0)
@@ -82,15 +91,15 @@ func testOrder(t *testing.T, open Opener) {
 
 	t.Run("FinishedOnArrivalDoesNotBlock", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
-		ds := h.put(ev{}, dl{OrderKey: "m", State: queue.Dead}, dl{OrderKey: "m", State: queue.Delivered}, dl{OrderKey: "m"})
+		ds := h.put(ev{CallID: "call-of-m"}, dl{OrderKey: "m", State: queue.Dead}, dl{OrderKey: "m", State: queue.Delivered}, dl{OrderKey: "m"})
 		h.leaseOne(ds[2].ID, longLease)
 	})
 
 	t.Run("AcrossReopen", func(t *testing.T) {
 		h := newHarness(t, open, Options{})
-		r1 := h.put1(dl{OrderKey: "k"})
-		r2 := h.put1(dl{OrderKey: "k"})
-		r3 := h.put1(dl{OrderKey: "k"})
+		r1 := h.ordered("k", dl{})
+		r2 := h.ordered("k", dl{})
+		r3 := h.ordered("k", dl{})
 		h.leaseOne(r1.ID, time.Second)
 		h.restart(false)
 		if ls := h.drain(queue.LeaseRequest{}); len(ls) > 1 || len(ls) == 1 && ls[0].Delivery.ID != r1.ID {

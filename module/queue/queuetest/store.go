@@ -234,7 +234,7 @@ func testStore(t *testing.T, open Opener) {
 		// A delivery dead on arrival had no URL, so no destination; the
 		// new rendering has one, and may be ordered now.
 		nd.Destination, nd.OrderKey = destB, "k-redeliver"
-		o := h.put1(dl{OrderKey: "k-redeliver"})
+		o := h.put(ev{CallID: d.CallID}, dl{OrderKey: "k-redeliver"})[0] // an order key stays within its call
 		start := time.Now()
 		if err := h.q.Redeliver(h.ctx, nd); err != nil {
 			t.Fatalf("Redeliver: %v", err)

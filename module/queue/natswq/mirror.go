@@ -1,9 +1,8 @@
-package nats
+package natswq
 
 import (
 	"container/heap"
 	"encoding/base64"
-	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
@@ -17,8 +16,9 @@ import (
 type rec struct {
 	id      string
 	d       queue.Delivery // Attempts is never set
-	nonce   string
-	pos     uint64 // place in its order key
+	nonce   string         // the lease's, held in memory only
+	chunks  int            // blobs holding the body (the body here is empty)
+	pos     uint64         // place in its order key
 	rev     uint64
 	created int64 // CreatedAt in ns, the list order
 
@@ -132,11 +132,6 @@ type evMeta struct {
 	ids      []string
 }
 
-type pauseEntry struct {
-	rev uint64
-	p   queue.Pause
-}
-
 // mirror is this node's in-memory view of the bucket. Every change, from the
 // watch or from this node's own writes, goes through apply*, which keep the
 // newest revision of each key.
@@ -153,21 +148,20 @@ type mirror struct {
 	byState map[queue.State]*index
 	byField [5]map[string]*index // webhook, event, call_id, target, event_id
 	counts  map[queue.State]int
-	// targets counts each target's records by state (TargetStats); a
-	// target is dropped when it has none left.
-	targets map[string]*[4]int
+	// tcounts counts each target's records by state, for TargetStats (the
+	// customer portal's counts), without a walk of the target's records.
+	tcounts map[string]*[4]int
 	age     ageHeap
 
 	events map[string]*evMeta
-	pauses map[string]pauseEntry // by bucket key
-	paused map[string]int        // webhook key -> stored pauses
+	pz     *pauseSet
 
 	// tomb holds the revision of a key's deletion until the watch has gone
 	// past it, so a late put of the same key cannot bring it back.
 	tomb     map[string]uint64
 	watchRev uint64
 
-	changed chan struct{}
+	n *notifier
 }
 
 const (
@@ -178,19 +172,18 @@ const (
 	fEventID
 )
 
-func newMirror() *mirror {
+func newMirror(pz *pauseSet, n *notifier) *mirror {
 	m := &mirror{
 		recs:    map[string]*rec{},
 		lanes:   map[string]*lane{},
 		orders:  map[string][]*rec{},
 		byState: map[queue.State]*index{},
 		counts:  map[queue.State]int{},
-		targets: map[string]*[4]int{},
+		tcounts: map[string]*[4]int{},
 		events:  map[string]*evMeta{},
-		pauses:  map[string]pauseEntry{},
-		paused:  map[string]int{},
+		pz:      pz,
+		n:       n,
 		tomb:    map[string]uint64{},
-		changed: make(chan struct{}),
 	}
 	for i := range m.byField {
 		m.byField[i] = map[string]*index{}
@@ -205,11 +198,8 @@ func fieldValues(d *queue.Delivery) [5]string {
 	return [5]string{d.Webhook, d.Event, d.CallID, d.Target, d.EventID}
 }
 
-// signal wakes every waiting Lease. Called with mu held.
-func (m *mirror) signal() {
-	close(m.changed)
-	m.changed = make(chan struct{})
-}
+// signal wakes every waiting Lease.
+func (m *mirror) signal() { m.n.signal() }
 
 func (m *mirror) count() int {
 	m.mu.Lock()
@@ -236,8 +226,6 @@ func (m *mirror) apply(key string, rev uint64, val []byte, deleted bool) {
 		m.applyDelivery(key, untoken(key[len(kDelivery):]), rev, val, deleted)
 	case strings.HasPrefix(key, kEvent):
 		m.applyEvent(key, untoken(key[len(kEvent):]), rev, val, deleted)
-	case strings.HasPrefix(key, kPause):
-		m.applyPause(key, rev, val, deleted)
 	default:
 		return
 	}
@@ -294,7 +282,8 @@ func (m *mirror) applyDelivery(key, id string, rev uint64, val []byte, deleted b
 	}
 	r.d = rc.Delivery
 	r.d.Attempts = nil
-	r.nonce = rc.Nonce
+	r.nonce = ""
+	r.chunks = rc.Chunks
 	r.pos = rc.Pos
 	if r.pos == 0 {
 		r.pos = rev
@@ -326,38 +315,6 @@ func (m *mirror) attach(r *rec) {
 		return
 	}
 	m.settle(r)
-}
-
-// countTarget adds n to the count of r's state in r's target.
-func (m *mirror) countTarget(r *rec, n int) {
-	i := stateSlot(r.d.State)
-	if i < 0 {
-		return
-	}
-	c := m.targets[r.d.Target]
-	if c == nil {
-		c = new([4]int)
-		m.targets[r.d.Target] = c
-	}
-	c[i] += n
-	if *c == [4]int{} {
-		delete(m.targets, r.d.Target)
-	}
-}
-
-// stateSlot is a state's place in a target's counts, -1 for none.
-func stateSlot(s queue.State) int {
-	switch s {
-	case queue.Pending:
-		return 0
-	case queue.Leased:
-		return 1
-	case queue.Delivered:
-		return 2
-	case queue.Dead:
-		return 3
-	}
-	return -1
 }
 
 // detach undoes attach.
@@ -448,34 +405,11 @@ func (m *mirror) applyEvent(key, id string, rev uint64, val []byte, deleted bool
 		delete(m.events, id)
 		return
 	}
-	var er eventRecord
-	if json.Unmarshal(val, &er) != nil || er.ID != id {
+	er, err := decodeEvent(val)
+	if err != nil || er.ID != id {
 		return
 	}
 	m.events[id] = &evMeta{rev: rev, received: er.ReceivedAt, ids: er.Deliveries}
-}
-
-func (m *mirror) applyPause(key string, rev uint64, val []byte, deleted bool) {
-	old, had := m.pauses[key]
-	if had && rev <= old.rev {
-		return
-	}
-	if had {
-		hk := queue.WebhookKey(old.p.Target, old.p.Webhook)
-		if m.paused[hk]--; m.paused[hk] <= 0 {
-			delete(m.paused, hk)
-		}
-		delete(m.pauses, key)
-	}
-	if deleted {
-		return
-	}
-	var p queue.Pause
-	if json.Unmarshal(val, &p) != nil {
-		return
-	}
-	m.pauses[key] = pauseEntry{rev: rev, p: p}
-	m.paused[queue.WebhookKey(p.Target, p.Webhook)]++
 }
 
 // copyOut returns the delivery as callers see it.

@@ -1,4 +1,4 @@
-package nats
+package natswq
 
 import (
 	"context"
@@ -81,92 +81,124 @@ func zeroAttempt(a queue.Attempt) bool {
 }
 
 // outcome changes a leased delivery with change, if the token still holds
-// its lease: the record is written expecting the revision it was read at,
-// and together with its history in one atomic batch when there is an
-// attempt. A write refused because the record moved is read again and
-// retried while the lease is still the token's.
+// its lease. On the owner the lease is checked in memory (nonce and
+// revision); the record is written expecting the revision it was leased
+// at, with its history in the same atomic batch when there is an attempt.
+// A node that no longer owns the partition (it gave it back, or lost it)
+// can still record the outcome of an attempt it made, fenced by that
+// revision alone: if the new owner changed the record since, the outcome
+// is refused as stale.
 func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queue.Attempt,
 	change func(d *queue.Delivery, now time.Time) (keepLease bool)) error {
 	if err := q.check(ctx); err != nil {
 		return err
 	}
-	nonce, id, ok := parseToken(t)
+	tp, ok := parseToken(t, len(q.parts))
 	if !ok {
 		return fmt.Errorf("token %q: %w", t, queue.ErrStaleLease)
 	}
+	p := q.parts[tp.part]
+	stale := fmt.Errorf("delivery %s: %w", tp.id, queue.ErrStaleLease)
+	var d queue.Delivery
+	var pos uint64
+	var chunks int
+	m := p.mirror()
+	if m != nil {
+		m.mu.Lock()
+		r := m.recs[tp.id]
+		if r == nil || r.d.State != queue.Leased || r.nonce != tp.nonce || r.rev != tp.rev || r.claiming {
+			m.mu.Unlock()
+			return stale
+		}
+		d, pos, chunks = r.d, r.pos, r.chunks
+		if change(&d, time.Now()) {
+			// Extend: the lease lives in memory only.
+			m.detach(r)
+			r.d.LeasedUntil = d.LeasedUntil
+			m.attach(r)
+			m.mu.Unlock()
+			m.signal()
+			return nil
+		}
+		d = r.d
+		r.claiming = true // an outcome is being written: not leasable, no second outcome
+		m.settle(r)
+		m.mu.Unlock()
+		defer func() {
+			m.mu.Lock()
+			if r.claiming {
+				r.claiming = false
+				m.settle(r)
+			}
+			m.mu.Unlock()
+			m.signal()
+		}()
+	}
 	octx, cancel := q.opCtx(ctx)
 	defer cancel()
-	var hist []queue.Attempt
-	histRead := false
-	key := deliveryKey(id)
-	for try := 0; try < 4; try++ {
-		var d queue.Delivery
-		var rev, pos uint64
-		var cur string
-		q.m.mu.Lock()
-		r := q.m.recs[id]
-		if r != nil {
-			d, rev, pos, cur = r.d, r.rev, r.pos, r.nonce
-		}
-		q.m.mu.Unlock()
-		if r == nil || try > 0 {
-			e, err := q.kv.Get(octx, key)
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				return fmt.Errorf("delivery %s: %w", id, queue.ErrNotFound)
-			}
-			if err != nil {
-				return q.fail(ctx, what, err)
-			}
-			rc, err := decodeRecord(e.Value())
-			if err != nil {
-				return fmt.Errorf("delivery %s: unreadable record: %v", id, err)
-			}
-			d, rev, cur, pos = rc.Delivery, e.Revision(), rc.Nonce, rc.Pos
-			if pos == 0 {
-				pos = rev
-			}
-			q.m.mu.Lock()
-			q.m.apply(key, rev, e.Value(), false)
-			q.m.mu.Unlock()
-		}
-		if d.State != queue.Leased || cur != nonce {
-			return fmt.Errorf("delivery %s: %w", id, queue.ErrStaleLease)
-		}
-		if a != nil && !histRead {
-			// A delivery without attempts in this life and never put back
-			// by hand has no history yet: no need to read it.
-			if d.AttemptCount > 0 || !d.RetriedAt.IsZero() {
-				var err error
-				if hist, err = q.history(octx, id); err != nil {
-					return q.fail(ctx, what, err)
-				}
-			}
-			hist = lastAttempts(append(hist, *a))
-			histRead = true
-		}
-		keep := change(&d, time.Now())
-		n := ""
-		if keep {
-			n = nonce
-		}
-		puts := []put{{key: key, val: encodeRecord(&d, n, pos), check: true, expect: rev}}
-		if a != nil {
-			hv, _ := json.Marshal(hist)
-			puts = append(puts, put{key: historyKey(id), val: hv})
-		}
-		revs, err := q.writeOutcome(octx, puts)
-		if isCASConflict(err) {
-			continue
+	if m == nil {
+		rc, rev, err := q.getRecord(octx, p, tp.id)
+		if errors.Is(err, queue.ErrNotFound) || err == nil && (rev != tp.rev || rc.State != queue.Pending) {
+			return stale
 		}
 		if err != nil {
 			return q.fail(ctx, what, err)
 		}
-		q.m.mu.Lock()
-		q.m.apply(key, revs[0], puts[0].val, false)
-		q.m.mu.Unlock()
-		return nil
+		d, pos, chunks = rc.Delivery, rc.Pos, rc.Chunks
+		if change(&d, time.Now()) {
+			return stale // Extend needs the owner, and this node is not it any more
+		}
+		d = rc.Delivery
 	}
-	return fmt.Errorf("delivery %s: %w", id, queue.ErrStaleLease)
+	var hist []queue.Attempt
+	if a != nil {
+		// A delivery without attempts in this life and never put back by
+		// hand has no history yet: no need to read it.
+		if d.AttemptCount > 0 || !d.RetriedAt.IsZero() {
+			var err error
+			if hist, err = q.history(octx, p, tp.id); err != nil {
+				return q.fail(ctx, what, err)
+			}
+		}
+		hist = lastAttempts(append(hist, *a))
+	}
+	change(&d, time.Now())
+	d.State = stateAfter(d.State)
+	key := deliveryKey(tp.id)
+	puts := []put{{key: key, val: encodeRecord(&d, pos, chunks), check: true, expect: tp.rev}}
+	if a != nil {
+		hv, _ := json.Marshal(hist)
+		puts = append(puts, put{key: historyKey(tp.id), val: hv})
+	}
+	revs, err := q.writeOutcome(octx, p.prefix, puts)
+	if isCASConflict(err) {
+		return stale
+	}
+	if err != nil {
+		return q.fail(ctx, what, err)
+	}
+	if m != nil {
+		m.mu.Lock()
+		if r := m.recs[tp.id]; r != nil {
+			r.claiming = false
+		}
+		m.apply(key, revs[0], puts[0].val, false)
+		// The watch may have applied this revision first, while the record
+		// was still being written and so kept out of its lane.
+		if r := m.recs[tp.id]; r != nil {
+			m.settle(r)
+		}
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// stateAfter is the stored state of an outcome: a lease is never stored.
+func stateAfter(s queue.State) queue.State {
+	if s == queue.Leased {
+		return queue.Pending
+	}
+	return s
 }
 
 // writeOutcome writes the record and, when there is one, the history. On a
@@ -174,15 +206,15 @@ func (q *Queue) outcome(ctx context.Context, t queue.Token, what string, a *queu
 // stages every atomic batch in a synced file of its own (about 20 ms), so
 // the record is written first, fenced, and the history after it: a crash in
 // between loses that attempt's entry in the history, never the outcome.
-func (q *Queue) writeOutcome(ctx context.Context, puts []put) ([]uint64, error) {
+func (q *Queue) writeOutcome(ctx context.Context, pfx string, puts []put) ([]uint64, error) {
 	if len(puts) == 1 || q.replicas > 1 {
-		return q.batch(ctx, puts)
+		return q.batch(ctx, pfx, puts)
 	}
-	rev, err := q.write(ctx, puts[0])
+	rev, err := q.write(ctx, pfx, puts[0])
 	if err != nil {
 		return nil, err
 	}
-	hrev, err := q.write(ctx, puts[1])
+	hrev, err := q.write(ctx, pfx, puts[1])
 	if err != nil {
 		q.logger.Warn("nats queue: an attempt was recorded but not its history entry", zap.String("key", puts[1].key), zap.Error(err))
 	}
@@ -190,8 +222,8 @@ func (q *Queue) writeOutcome(ctx context.Context, puts []put) ([]uint64, error) 
 }
 
 // history reads a delivery's attempts, oldest first.
-func (q *Queue) history(ctx context.Context, id string) ([]queue.Attempt, error) {
-	e, err := q.kv.Get(ctx, historyKey(id))
+func (q *Queue) history(ctx context.Context, p *part, id string) ([]queue.Attempt, error) {
+	e, err := p.kv.Get(ctx, historyKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}

@@ -1,10 +1,9 @@
-package nats
+package natswq
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,12 +79,8 @@ type waiting struct {
 	o      Options
 	logger *zap.Logger
 
-	q       atomic.Pointer[Queue]
-	lastErr atomic.Pointer[error]
-	// mu makes SetMaxPending and the publication of the opened queue one
-	// step each: a cap set between reading it and publishing the queue
-	// was otherwise lost until the next reload.
-	mu         sync.Mutex
+	q          atomic.Pointer[Queue]
+	lastErr    atomic.Pointer[error]
 	maxPending atomic.Int64
 
 	closed atomic.Bool
@@ -102,20 +97,19 @@ func (w *waiting) openLoop(ctx context.Context, since time.Time) {
 			return
 		case <-time.After(delay):
 		}
-		q, err := open(ctx, w.o)
+		q, err := open(ctx, w.o, nil)
 		tries++
 		if err == nil {
 			if ctx.Err() != nil { // closed while it opened
 				_ = q.Close()
 				return
 			}
-			if testHookOpened != nil {
-				testHookOpened(w)
-			}
-			w.mu.Lock()
-			q.SetMaxPending(int(w.maxPending.Load()))
+			// Publish the queue first, then apply the cap: SetMaxPending
+			// stores the cap before it looks for the queue, so a call
+			// racing with these two lines is seen by one side or the
+			// other, never lost between them.
 			w.q.Store(q)
-			w.mu.Unlock()
+			q.SetMaxPending(int(w.maxPending.Load()))
 			w.logger.Info("NATS reached: the delivery queue is open, ingest and deliveries resume",
 				zap.String("bucket", w.o.Bucket), zap.Duration("waited", time.Since(since).Round(time.Millisecond)), zap.Int("tries", tries))
 			return
@@ -260,14 +254,6 @@ func (w *waiting) Stats(ctx context.Context) (queue.Stats, error) {
 	return q.Stats(ctx)
 }
 
-func (w *waiting) TargetStats(ctx context.Context, target string) (queue.Stats, error) {
-	q, err := w.get()
-	if err != nil {
-		return queue.Stats{}, err
-	}
-	return q.TargetStats(ctx, target)
-}
-
 func (w *waiting) RetryDead(ctx context.Context, ids ...string) (int, error) {
 	q, err := w.get()
 	if err != nil {
@@ -327,17 +313,11 @@ func (w *waiting) Prune(ctx context.Context, r queue.PruneRequest) error {
 // SetMaxPending changes the cap now if the queue is open, and otherwise
 // when it opens.
 func (w *waiting) SetMaxPending(n int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.maxPending.Store(int64(n))
 	if q := w.q.Load(); q != nil {
 		q.SetMaxPending(n)
 	}
 }
-
-// testHookOpened, when set by a test, runs between the queue opening and
-// its publication.
-var testHookOpened func(*waiting)
 
 // Close stops the background open (an open under way is given up) and
 // closes the queue if it opened.

@@ -1,4 +1,4 @@
-package nats
+package natswq
 
 import (
 	"crypto/sha256"
@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/callhook/caddy-callhook/module/queue"
@@ -47,19 +48,35 @@ func dedupKey(k string) string {
 	return kDedup + hex.EncodeToString(sum[:])
 }
 
-// leaseToken is the opaque lease token: the lease's nonce and the id.
-func leaseToken(nonce, id string) queue.Token { return queue.Token("n:" + nonce + ":" + id) }
+// leaseToken is the opaque lease token: the partition, the revision of the
+// record when it was leased (the fence of the outcome's write), the lease's
+// nonce (held in the owner's memory) and the id.
+func leaseToken(part int, rev uint64, nonce, id string) queue.Token {
+	return queue.Token(fmt.Sprintf("w:%d:%d:%s:%s", part, rev, nonce, id))
+}
 
-func parseToken(t queue.Token) (nonce, id string, ok bool) {
-	s, found := strings.CutPrefix(string(t), "n:")
+type tokenParts struct {
+	part  int
+	rev   uint64
+	nonce string
+	id    string
+}
+
+func parseToken(t queue.Token, parts int) (tokenParts, bool) {
+	s, found := strings.CutPrefix(string(t), "w:")
 	if !found {
-		return "", "", false
+		return tokenParts{}, false
 	}
-	nonce, id, found = strings.Cut(s, ":")
-	if !found || len(nonce) != 16 || id == "" {
-		return "", "", false
+	f := strings.SplitN(s, ":", 4)
+	if len(f) != 4 || len(f[2]) != 16 || f[3] == "" {
+		return tokenParts{}, false
 	}
-	return nonce, id, true
+	pi, err1 := strconv.Atoi(f[0])
+	rev, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pi < 0 || pi >= parts {
+		return tokenParts{}, false
+	}
+	return tokenParts{part: pi, rev: rev, nonce: f[2], id: f[3]}, true
 }
 
 func validBucket(b string) error {

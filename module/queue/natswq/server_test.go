@@ -1,10 +1,11 @@
-package nats
+package natswq
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,12 +13,24 @@ import (
 	"go.uber.org/goleak"
 )
 
-// srv is the in-process JetStream server every test of the package uses;
-// each test maps its directory to a bucket of its own.
-var srv *server.Server
+// srv is the in-process JetStream server the package's tests use, with the
+// server's default limits (max_payload 1 MB among them); each test maps its
+// directory to buckets of its own. CALLHOOK_NATS_CLUSTER (comma-separated
+// URLs of a JetStream cluster of three servers) runs them against that
+// cluster instead, with replicas 3.
+var (
+	srv      *server.Server
+	urls     []string
+	replicas = 1
+)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "callhook-nats-test")
+	if c := os.Getenv("CALLHOOK_NATS_CLUSTER"); c != "" {
+		urls, replicas = strings.Split(c, ","), 3
+		code := m.Run()
+		os.Exit(code)
+	}
+	dir, err := os.MkdirTemp("", "callhook-natswq-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -27,6 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	urls = []string{srv.ClientURL()}
 	code := m.Run()
 	srv.Shutdown()
 	srv.WaitForShutdown()
@@ -40,11 +54,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// startServer starts an in-process JetStream server storing in dir.
+// startServer starts an in-process JetStream server storing in dir, with
+// default limits.
 func startServer(dir string, port int) (*server.Server, error) {
 	s, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
-		NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+		NoLog: true, NoSigs: true,
 	})
 	if err != nil {
 		return nil, err
@@ -65,10 +80,19 @@ func bucketFor(dir string) string {
 func openTest(t testing.TB, dir string, o Options) *Queue {
 	t.Helper()
 	if o.URLs == nil {
-		o.URLs = []string{srv.ClientURL()}
+		o.URLs = urls
 	}
 	if o.Bucket == "" {
 		o.Bucket = bucketFor(dir)
+	}
+	if o.Node == "" {
+		o.Node = "node-" + o.Bucket
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 4
+	}
+	if o.Replicas == 0 {
+		o.Replicas = replicas
 	}
 	q, err := Open(o)
 	if err != nil {

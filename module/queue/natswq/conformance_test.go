@@ -1,4 +1,4 @@
-package nats
+package natswq
 
 import (
 	"testing"
@@ -8,7 +8,8 @@ import (
 )
 
 // TestConformance runs the backend contract's suite against an in-process
-// JetStream server.
+// JetStream server (or the cluster CALLHOOK_NATS_CLUSTER names), one node
+// owning all four partitions.
 func TestConformance(t *testing.T) {
 	queuetest.Run(t, func(t *testing.T, dir string, o queuetest.Options) queue.Queue {
 		return openTest(t, dir, Options{MaxPending: o.MaxPending, DedupWindow: o.DedupWindow})

@@ -1,4 +1,4 @@
-package nats
+package natswq
 
 import (
 	"context"
@@ -26,8 +26,8 @@ type put struct {
 	del    bool // a delete marker instead of a value
 }
 
-func (q *Queue) msg(p put) *natsgo.Msg {
-	m := natsgo.NewMsg(q.prefix + p.key)
+func (q *Queue) msg(pfx string, p put) *natsgo.Msg {
+	m := natsgo.NewMsg(pfx + p.key)
 	m.Data = p.val
 	if p.check {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(p.expect, 10))
@@ -62,9 +62,9 @@ var errBatchIncomplete = errors.New("the server got the atomic batch incomplete;
 // all of them or none, and checks every expected revision against its state
 // before the batch. It returns the revision of each put. A batch cut off
 // before its commit (connection lost, timeout) is dropped by the server.
-func (q *Queue) batch(ctx context.Context, puts []put) ([]uint64, error) {
+func (q *Queue) batch(ctx context.Context, pfx string, puts []put) ([]uint64, error) {
 	if len(puts) == 1 {
-		rev, err := q.write(ctx, puts[0])
+		rev, err := q.write(ctx, pfx, puts[0])
 		return []uint64{rev}, err
 	}
 	if len(puts) > maxBatch {
@@ -79,7 +79,7 @@ func (q *Queue) batch(ctx context.Context, puts []put) ([]uint64, error) {
 	}
 	defer func() { <-q.slots }()
 	for try, incomplete := 0, 0; ; try++ {
-		revs, err := q.batchOnce(ctx, puts)
+		revs, err := q.batchOnce(ctx, pfx, puts)
 		if errors.Is(err, errBatchIncomplete) {
 			if incomplete++; incomplete < 3 {
 				continue
@@ -96,10 +96,10 @@ func (q *Queue) batch(ctx context.Context, puts []put) ([]uint64, error) {
 	}
 }
 
-func (q *Queue) batchOnce(ctx context.Context, puts []put) ([]uint64, error) {
+func (q *Queue) batchOnce(ctx context.Context, pfx string, puts []put) ([]uint64, error) {
 	id := nuid.Next()
 	for i, p := range puts {
-		m := q.msg(p)
+		m := q.msg(pfx, p)
 		m.Header.Set("Nats-Batch-Id", id)
 		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
 		if i < len(puts)-1 {
@@ -147,8 +147,8 @@ func batchAckError(e *jetstream.APIError) error {
 }
 
 // write stores one put and returns its revision.
-func (q *Queue) write(ctx context.Context, p put) (uint64, error) {
-	ack, err := q.js.PublishMsg(ctx, q.msg(p))
+func (q *Queue) write(ctx context.Context, pfx string, p put) (uint64, error) {
+	ack, err := q.js.PublishMsg(ctx, q.msg(pfx, p))
 	if err != nil {
 		return 0, err
 	}
@@ -157,12 +157,12 @@ func (q *Queue) write(ctx context.Context, p put) (uint64, error) {
 
 // writeAll stores puts independently, pipelined, and returns each one's
 // revision or error.
-func (q *Queue) writeAll(ctx context.Context, puts []put) ([]uint64, []error) {
+func (q *Queue) writeAll(ctx context.Context, pfx string, puts []put) ([]uint64, []error) {
 	revs := make([]uint64, len(puts))
 	errs := make([]error, len(puts))
 	futs := make([]jetstream.PubAckFuture, len(puts))
 	for i, p := range puts {
-		futs[i], errs[i] = q.js.PublishMsgAsync(q.msg(p))
+		futs[i], errs[i] = q.js.PublishMsgAsync(q.msg(pfx, p))
 	}
 	for i, f := range futs {
 		if f == nil {
