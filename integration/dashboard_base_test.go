@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -116,7 +115,7 @@ func TestDashboardActionLogNamesUser(t *testing.T) {
 		callhook_dashboard
 	}`, rc.URL, hash))
 	cfg = withGlobalOptions(cfg, fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}", logFile))
-	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	initServer(t, cfg, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

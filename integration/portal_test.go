@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -97,7 +96,7 @@ func startPortalFixture(t *testing.T) *portalFixture {
 			}
 		}
 	}`, users, good.URL, bad.URL, testSecret)
-	caddytest.NewTester(t).InitServer(caddyfile(t.TempDir(), "allow_destinations 127.0.0.1/32", site), "caddyfile")
+	initServer(t, caddyfile(t.TempDir(), "allow_destinations 127.0.0.1/32", site), "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

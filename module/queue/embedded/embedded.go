@@ -298,7 +298,16 @@ func (q *Queue) loadState() error {
 	case err != nil:
 		return fmt.Errorf("reading queue %s: %w", q.dir, err)
 	case v == nil:
-		if err := q.db.Set(metaVersion, u64(formatVersion), pebble.Sync); err != nil {
+		// A new store: its format version and "the per-target counters are
+		// kept" in one write. A second write at open would make pebble
+		// preallocate a whole WAL (the memtable's size) before any event
+		// came, and a small disk would read as full.
+		b := q.db.NewBatch()
+		_ = b.Set(metaVersion, u64(formatVersion), nil)
+		_ = b.Set(metaTargetsReady, []byte{1}, nil)
+		err := b.Commit(pebble.Sync)
+		b.Close()
+		if err != nil {
 			return fmt.Errorf("initializing queue %s: %w", q.dir, err)
 		}
 	case len(v) == 8 && getU64(v) == 2:
