@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/callhook/caddy-callhook/module/queue"
 	"github.com/callhook/caddy-callhook/module/queue/queuetest"
@@ -334,5 +335,23 @@ func TestOpenOrWaitThenMismatch(t *testing.T) {
 	}
 	if !errors.Is(err, queue.ErrUnavailable) || !strings.Contains(err.Error(), "`replicas 1`") {
 		t.Fatalf("Enqueue once NATS answers with a bucket of other replicas: %v, want ErrUnavailable naming the setting", err)
+	}
+}
+
+// A stream that cannot be placed because a server is offline is waited for
+// (OpenOrWait, 503 meanwhile); one the cluster has too few servers for is a
+// start error.
+func TestPlacementWhilePeerOffline(t *testing.T) {
+	for _, c := range []struct {
+		desc string
+		want bool
+	}{
+		{"no suitable peers for placement, peer offline", true},
+		{"no suitable peers for placement, insufficient resources", false},
+	} {
+		err := fmt.Errorf("creating stream: %w", &jetstream.APIError{Code: 400, ErrorCode: jsClusterNoPeers, Description: c.desc})
+		if got := unreachable(err); got != c.want {
+			t.Errorf("unreachable(%q) = %v, want %v", c.desc, got, c.want)
+		}
 	}
 }

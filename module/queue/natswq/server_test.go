@@ -94,7 +94,13 @@ func openTest(t testing.TB, dir string, o Options) *Queue {
 	if o.Replicas == 0 {
 		o.Replicas = replicas
 	}
+	// As OpenOrWait does in a node: a cluster that cannot place a stream
+	// now (a peer missed its heartbeats on a loaded machine) is waited for.
 	q, err := Open(o)
+	for end := time.Now().Add(30 * time.Second); err != nil && unreachable(err) && time.Now().Before(end); {
+		time.Sleep(250 * time.Millisecond)
+		q, err = Open(o)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

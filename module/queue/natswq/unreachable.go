@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,10 @@ func OpenOrWait(o Options) (queue.Queue, error) {
 
 // unreachable tells the errors of Open that mean "NATS cannot be reached
 // now" from the ones that mean "it will never work with this config".
+// jsClusterNoPeers is the server's JSClusterNoPeersErrF: "no suitable peers
+// for placement".
+const jsClusterNoPeers jetstream.ErrorCode = 10005
+
 func unreachable(err error) bool {
 	var api *jetstream.APIError
 	switch {
@@ -56,7 +61,13 @@ func unreachable(err error) bool {
 		return false // an APIError with code 503 too
 	case errors.As(err, &api):
 		// 503: JetStream temporarily unavailable (no meta leader yet);
-		// 408: a request timed out inside the cluster.
+		// 408: a request timed out inside the cluster; 10005 with "peer
+		// offline": a stream's replicas cannot be placed while a server is
+		// down or missed its heartbeats (without "offline" the cluster has
+		// too few servers for the replicas asked: a config error).
+		if api.ErrorCode == jsClusterNoPeers {
+			return strings.Contains(api.Description, "offline")
+		}
 		return (api.Code == 503 || api.Code == 408) && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled &&
 			api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabledForAccount
 	}
