@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,4 +102,23 @@ func stopBrowser() {
 // within bounds one browser step.
 func within(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, d)
+}
+
+// pageHelpers returns must, which fails the test with the page's body when a
+// browser step failed, and text, which reads an element's trimmed text.
+func pageHelpers(t *testing.T, ctx context.Context) (must func(what string, err error), text func(sel string) string) {
+	must = func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
+			t.Fatalf("%s: %v\npage: %s", what, err, html)
+		}
+	}
+	text = func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		must("reading "+sel, err)
+		return strings.TrimSpace(s)
+	}
+	return must, text
 }

@@ -21,19 +21,7 @@ func TestPortalInBrowser(t *testing.T) {
 	fx := startPortalFixture(t)
 	ctx, cancel := within(tab, 3*time.Minute)
 	defer cancel()
-	must := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
-			t.Fatalf("%s: %v\npage: %s", what, err, html)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		must("reading "+sel, err)
-		return strings.TrimSpace(s)
-	}
+	must, text := pageHelpers(t, ctx)
 	html := func() string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("html")))
