@@ -92,9 +92,14 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 	t1 := time.Now()
 	revs, err := q.batch(octx, p.prefix, puts)
 	t2 := time.Now()
-	if err != nil && claim != 0 {
-		// Nothing of the envelope was stored: free its dedup key, so that
-		// the client's retry is not answered as a duplicate of nothing.
+	if err != nil && claim != 0 && refusedWhole(err) {
+		// The server refused the batch: nothing of the envelope was
+		// stored. Free its dedup key, so that the client's retry is not
+		// answered as a duplicate of nothing. After a timeout or a lost
+		// connection the batch may have been stored: the key stays, and
+		// the retry is answered with this envelope's IDs once it is
+		// readable, or takes the key over after dedupSettle (freeing it
+		// here made the retry store the event a second time, under new IDs).
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = q.meta.Delete(dctx, dedupKey(env.DedupKey), jetstream.LastRevision(claim))
 		dcancel()
@@ -116,6 +121,14 @@ func (q *Queue) Enqueue(ctx context.Context, env *queue.Envelope) (queue.Enqueue
 		h(t1.Sub(t0), t2.Sub(t1), time.Since(t2))
 	}
 	return res, nil
+}
+
+// refusedWhole reports whether err is the server's answer refusing a batch
+// (so nothing of it was stored), not a timeout or a lost connection whose
+// outcome is unknown.
+func refusedWhole(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) || isCASConflict(err)
 }
 
 // callOf is the call an envelope belongs to.
